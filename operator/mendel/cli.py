@@ -7,6 +7,7 @@ function so that the same checks run in the CLI, the operator and the worker.
 from __future__ import annotations
 
 import sys
+from importlib import import_module
 from pathlib import Path
 from typing import Annotated
 
@@ -96,6 +97,15 @@ def print_crds(
 def version() -> None:
     """Print Mendel's version."""
     typer.echo(__version__)
+
+
+# Modules under mendel.commands that add their commands with `register(app)`. They import
+# heavy dependencies (torch, kopf, mlflow) inside the commands, so `mendel validate` stays
+# fast and works in the operator image.
+_COMMAND_MODULES: tuple[str, ...] = ()
+
+for _module in _COMMAND_MODULES:
+    import_module(f"mendel.commands.{_module}").register(app)
 
 
 def main() -> None:

@@ -17,7 +17,15 @@ import yaml
 from pydantic import BaseModel
 
 from mendel.api.base import cel
-from mendel.api.kinds import API_VERSION, CATEGORIES, GROUP, KINDS, MAX_NAME_LENGTH, VERSION, KindInfo
+from mendel.api.kinds import (
+    API_VERSION,
+    CATEGORIES,
+    GROUP,
+    KINDS,
+    MAX_NAME_LENGTH,
+    VERSION,
+    KindInfo,
+)
 
 __all__ = ["CrdError", "crd_for", "crds", "render_yaml", "resource_schema", "structural_schema"]
 

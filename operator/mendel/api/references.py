@@ -14,7 +14,6 @@ Secrets are only ever referenced, never written inline.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import Field, model_validator

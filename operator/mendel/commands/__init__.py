@@ -1,0 +1,1 @@
+"""CLI commands beyond validation; each module exposes `register(app)`."""

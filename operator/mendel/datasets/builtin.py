@@ -1,0 +1,9 @@
+"""Datasets that ship with Mendel, registered under `builtin:<name>`.
+
+Each module imported here registers its generators; they need no network, so laptop
+runs, CI and air-gapped clusters can use them.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
