@@ -1,0 +1,71 @@
+"""What the operator and a workload agree on: environment variables, MLflow tag and
+metric names, and the termination summary.
+
+The operator creates the MLflow parent run and passes its id to the driver Pod; the
+workload logs progress and summaries to that run under these names; the operator reads
+them back into the resource's bounded status. Keeping every name here means neither side
+can drift from the other silently.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ENV_KIND",
+    "ENV_NAME",
+    "ENV_NAMESPACE",
+    "ENV_OUTPUT_URI",
+    "ENV_RUN_ID",
+    "ENV_SPEC_PATH",
+    "ENV_TERMINATION_LOG",
+    "ENV_TRACKING_URI",
+    "ENV_UID",
+    "METRIC_PROGRESS_STEP",
+    "METRIC_PROGRESS_TOTAL",
+    "METRIC_QD_CELLS",
+    "METRIC_QD_COVERAGE",
+    "METRIC_QD_FILLED",
+    "METRIC_QD_SCORE",
+    "TAG_CHECKPOINT_STEP",
+    "TAG_CHECKPOINT_URI",
+    "TAG_GENERATION",
+    "TAG_KIND",
+    "TAG_NAME",
+    "TAG_NAMESPACE",
+    "TAG_SPEC_HASH",
+    "TAG_UID",
+    "best_metric",
+]
+
+# Environment of the driver Pod (and of `mendel run`, which sets the same).
+ENV_SPEC_PATH = "MENDEL_SPEC_PATH"  # the spec snapshot (YAML of the whole resource)
+ENV_KIND = "MENDEL_KIND"
+ENV_NAMESPACE = "MENDEL_NAMESPACE"
+ENV_NAME = "MENDEL_NAME"
+ENV_UID = "MENDEL_UID"
+ENV_RUN_ID = "MENDEL_RUN_ID"  # the MLflow parent run the operator created
+ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+ENV_OUTPUT_URI = "MENDEL_OUTPUT_URI"  # checkpoints and artifacts of this run
+ENV_TERMINATION_LOG = "MENDEL_TERMINATION_LOG"  # default /dev/termination-log
+
+# Tags on the parent run: how the operator finds it again after a restart.
+TAG_KIND = "mendel.kind"
+TAG_NAMESPACE = "mendel.namespace"
+TAG_NAME = "mendel.name"
+TAG_UID = "mendel.uid"
+TAG_GENERATION = "mendel.generation"
+TAG_SPEC_HASH = "mendel.spec_hash"
+TAG_CHECKPOINT_URI = "mendel.checkpoint.uri"
+TAG_CHECKPOINT_STEP = "mendel.checkpoint.step"
+
+# Metrics the workload logs on the parent run and the operator mirrors into status.
+METRIC_PROGRESS_STEP = "progress/step"
+METRIC_PROGRESS_TOTAL = "progress/total"
+METRIC_QD_CELLS = "qd/cells"
+METRIC_QD_FILLED = "qd/filled"
+METRIC_QD_COVERAGE = "qd/coverage"
+METRIC_QD_SCORE = "qd/qd_score"
+
+
+def best_metric(task: str) -> str:
+    """Metric holding the best score so far on one task."""
+    return f"qd/best/{task}"
