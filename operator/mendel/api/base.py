@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-__all__ = ["ApiModel", "cel", "immutable", "increase_only", "require_unique"]
+__all__ = ["ApiModel", "FieldValueError", "cel", "immutable", "increase_only", "require_unique"]
 
 
 class ApiModel(BaseModel):
@@ -29,6 +29,18 @@ class ApiModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The object as it appears in a manifest: camelCase keys, unset optionals left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class FieldValueError(ValueError):
+    """A cross-field rule broken at a known field.
+
+    Model validators raise it so that the error names the field (relative to the model
+    being validated, e.g. 'tasks[1].expert') rather than the whole model.
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(message)
 
 
 def cel(rule: str, message: str) -> dict[str, str]:
@@ -59,5 +71,5 @@ def require_unique(field: str, names: list[str]) -> None:
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise ValueError(f"{field} has two entries named '{name}'; names must be unique")
+            raise FieldValueError(field, f"two entries are named '{name}'; names must be unique")
         seen.add(name)

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mendel.api.base import ApiModel, cel, immutable
+from mendel.api.base import ApiModel, FieldValueError, cel, immutable
 from mendel.api.envelope import RoleResources, SpecEnvelope
 from mendel.api.references import DatasetRef, ModelRef
 
@@ -236,9 +236,10 @@ class CompressorTrainingSpec(SpecEnvelope):
     def _consistent(self) -> CompressorTrainingSpec:
         gpus = self.resources.trainer.gpus
         if gpus and gpus != self.distribution.num_proc_per_node:
-            raise ValueError(
-                f"distribution.numProcPerNode ({self.distribution.num_proc_per_node}) must "
-                f"equal resources.trainer.gpus ({gpus}): one process per GPU"
+            raise FieldValueError(
+                "distribution.numProcPerNode",
+                f"{self.distribution.num_proc_per_node} must equal resources.trainer.gpus "
+                f"({gpus}): one process per GPU",
             )
         stages = {
             "pretraining": self.stages.pretraining,
@@ -247,8 +248,9 @@ class CompressorTrainingSpec(SpecEnvelope):
         }
         for name, stage in stages.items():
             if stage is not None and stage.dataset.split == "test" and not self.allow_test_split:
-                raise ValueError(
-                    f"stages.{name} trains on a 'test' split; use train data or set "
-                    "allowTestSplit: true"
+                raise FieldValueError(
+                    f"stages.{name}.dataset.split",
+                    "training on the 'test' split is refused; use train data or set "
+                    "allowTestSplit: true",
                 )
         return self

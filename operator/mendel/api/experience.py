@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mendel.api.base import ApiModel, cel, immutable, increase_only
+from mendel.api.base import ApiModel, FieldValueError, cel, immutable, increase_only
 from mendel.api.envelope import RoleResources, SpecEnvelope
 from mendel.api.references import DatasetRef, ModelRef, SecretKeyRef, reject_inline_secret
 
@@ -242,8 +242,9 @@ class ExperienceLibrarySpec(SpecEnvelope):
     @model_validator(mode="after")
     def _no_test_split(self) -> ExperienceLibrarySpec:
         if self.dataset.split == "test" and not self.allow_test_split:
-            raise ValueError(
-                "dataset reads the 'test' split for practice; use a train split or set "
-                "allowTestSplit: true"
+            raise FieldValueError(
+                "dataset.split",
+                "practising on the 'test' split is refused; use a train split or set "
+                "allowTestSplit: true",
             )
         return self

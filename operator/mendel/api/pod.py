@@ -11,7 +11,7 @@ import re
 
 from pydantic import Field, model_validator
 
-from mendel.api.base import ApiModel, cel
+from mendel.api.base import ApiModel, FieldValueError, cel
 from mendel.api.references import SecretKeyRef, SecretRef
 
 __all__ = ["ConfigMapKeyRef", "EnvVar", "EnvVarSource", "PodTemplatePatch", "Volume", "VolumeMount"]
@@ -176,8 +176,9 @@ class PodTemplatePatch(ApiModel):
         known = {v.name for v in self.volumes}
         for index, mount in enumerate(self.volume_mounts):
             if mount.name not in known:
-                raise ValueError(
-                    f"volumeMounts[{index}].name '{mount.name}' names no volume; "
-                    f"known volumes: {sorted(known) or 'none'}"
+                raise FieldValueError(
+                    f"volumeMounts[{index}].name",
+                    f"'{mount.name}' names no volume; known volumes: "
+                    f"{', '.join(sorted(known)) or 'none'}",
                 )
         return self

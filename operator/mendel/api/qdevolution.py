@@ -13,7 +13,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mendel.api.base import ApiModel, cel, immutable, increase_only, require_unique
+from mendel.api.base import (
+    ApiModel,
+    FieldValueError,
+    cel,
+    immutable,
+    increase_only,
+    require_unique,
+)
 from mendel.api.envelope import RoleResources, SpecEnvelope
 from mendel.api.evaluator import Evaluator
 from mendel.api.references import ModelRef
@@ -319,9 +326,9 @@ class QDEvolutionSpec(SpecEnvelope):
         experts = {e.name for e in self.experts}
         for index, task in enumerate(self.tasks):
             if task.expert not in experts:
-                raise ValueError(
-                    f"tasks[{index}].expert '{task.expert}' names no expert; "
-                    f"known experts: {sorted(experts)}"
+                raise FieldValueError(
+                    f"tasks[{index}].expert",
+                    f"'{task.expert}' names no expert; known experts: {', '.join(sorted(experts))}",
                 )
         for index, task in enumerate(self.tasks):
             others = [t.descriptor.bins for j, t in enumerate(self.tasks) if j != index]
@@ -329,16 +336,18 @@ class QDEvolutionSpec(SpecEnvelope):
             for bins in others:
                 cells *= bins
             if cells > MAX_ARCHIVE_CELLS:
-                raise ValueError(
+                raise FieldValueError(
+                    f"tasks[{index}].descriptor.bins",
                     f"the archive of task '{task.name}' would have {cells} cells (bins of the "
                     f"other tasks multiplied); lower descriptor.bins to stay within "
                     f"{MAX_ARCHIVE_CELLS}"
                 )
             dataset = task.evaluator.dataset
             if dataset is not None and dataset.split == "test" and not self.allow_test_split:
-                raise ValueError(
-                    f"tasks[{index}].evaluator.dataset reads the 'test' split, which would "
-                    "contaminate reported scores; use a validation split or set "
+                raise FieldValueError(
+                    f"tasks[{index}].evaluator.dataset.split",
+                    "the 'test' split would contaminate reported scores; use a validation "
+                    "split or set "
                     "allowTestSplit: true"
                 )
         return self

@@ -24,7 +24,7 @@ import jsonschema
 import yaml
 from pydantic import ValidationError
 
-from mendel.api.base import ApiModel
+from mendel.api.base import ApiModel, FieldValueError
 from mendel.api.crd import resource_schema
 from mendel.api.kinds import API_VERSION, KINDS, MAX_NAME_LENGTH, KindInfo
 
@@ -174,6 +174,9 @@ def _from_jsonschema(error: jsonschema.ValidationError) -> Iterable[FieldError]:
 def _from_pydantic(error: Any) -> FieldError:
     path = _join("spec", _path(error["loc"]))
     message = str(error["msg"]).removeprefix("Value error, ")
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldValueError):
+        path, message = _join(path, cause.path), str(cause)
     if error["type"] == "extra_forbidden":
         message = "unknown field"
     elif error["type"] == "missing":

@@ -64,7 +64,8 @@ def load_records(ref: DatasetRef, *, cache_dir: Path | None = None) -> list[Reco
 def _load_builtin(name: str, split: str) -> list[Record]:
     _import_builtins()
     if name not in _BUILTINS:
-        raise DatasetError(f"unknown built-in dataset {name!r}; known: {', '.join(sorted(_BUILTINS))}")
+        known = ", ".join(sorted(_BUILTINS))
+        raise DatasetError(f"unknown built-in dataset {name!r}; known: {known}")
     return _BUILTINS[name](split)
 
 
