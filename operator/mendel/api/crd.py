@@ -11,6 +11,7 @@ unbounded list, so those mistakes fail the build rather than reach a cluster.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -37,7 +38,9 @@ class CrdError(ValueError):
     """A model cannot be expressed as a structural, documented, bounded CRD schema."""
 
 
-def structural_schema(model: type[BaseModel], *, strict: bool = False) -> dict[str, Any]:
+def structural_schema(
+    model: type[BaseModel], *, strict: bool = False, defaults: bool = True
+) -> dict[str, Any]:
     """The model's schema in Kubernetes structural form.
 
     Args:
@@ -45,10 +48,12 @@ def structural_schema(model: type[BaseModel], *, strict: bool = False) -> dict[s
         strict: Keep `additionalProperties: false` on every object, as kubectl's strict
             field validation does. A CRD may not carry it (the API server prunes unknown
             fields instead), but the CLI validates with it to name misspelled fields.
+        defaults: Keep scalar defaults, which the API server then fills in on create.
+            Off for status, which only the operator writes.
     """
     raw = model.model_json_schema(by_alias=True, mode="validation")
-    defs = raw.get("$defs", {})
-    return _check(_convert(raw, defs, strict), path=model.__name__)
+    options = _Options(defs=raw.get("$defs", {}), strict=strict, defaults=defaults)
+    return _check(_convert(raw, options), path=model.__name__)
 
 
 def resource_schema(info: KindInfo, *, strict: bool = False) -> dict[str, Any]:
@@ -62,7 +67,7 @@ def resource_schema(info: KindInfo, *, strict: bool = False) -> dict[str, Any]:
             "kind": {"type": "string", "description": f"Always {info.kind}."},
             "metadata": {"type": "object"},
             "spec": structural_schema(info.spec_model, strict=strict),
-            "status": structural_schema(info.status_model, strict=strict),
+            "status": structural_schema(info.status_model, strict=strict, defaults=False),
         },
         "x-kubernetes-validations": [
             cel(
@@ -119,22 +124,36 @@ def render_yaml(document: dict[str, Any]) -> str:
     return header + yaml.safe_dump(document, sort_keys=False, width=100, allow_unicode=True)
 
 
-def _convert(node: dict[str, Any], defs: dict[str, Any], strict: bool) -> dict[str, Any]:
-    node = _inline(node, defs)
+@dataclass(frozen=True)
+class _Options:
+    defs: dict[str, Any]
+    strict: bool
+    defaults: bool
+
+
+def _keep_default(value: Any, options: _Options) -> bool:
+    # Only scalars: object defaults would freeze today's nested defaults into stored
+    # objects, and the API server mishandles empty-string defaults.
+    return options.defaults and value not in (None, "") and not isinstance(value, dict | list)
+
+
+def _convert(node: dict[str, Any], options: _Options) -> dict[str, Any]:
+    node = _inline(node, options.defs)
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in _DROP or (key == "additionalProperties" and value is False and not strict):
+        if key in _DROP or (key == "additionalProperties" and value is False
+                            and not options.strict):
             continue
         if key == "properties":
-            out[key] = {name: _convert(sub, defs, strict) for name, sub in value.items()}
+            out[key] = {name: _convert(sub, options) for name, sub in value.items()}
         elif key in ("items", "additionalProperties") and isinstance(value, dict):
-            out[key] = _convert(value, defs, strict)
+            out[key] = _convert(value, options)
         elif key == "const":
             out["enum"] = [value]
         elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
             out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
             out[key] = True
-        elif key == "default" and (value is None or isinstance(value, dict | list)):
+        elif key == "default" and not _keep_default(value, options):
             continue
         else:
             out[key] = copy.deepcopy(value)

@@ -14,6 +14,7 @@ __all__ = [
     "ENV_NAME",
     "ENV_NAMESPACE",
     "ENV_OUTPUT_URI",
+    "ENV_ROLE",
     "ENV_RUN_ID",
     "ENV_SPEC_PATH",
     "ENV_TERMINATION_LOG",
@@ -33,7 +34,11 @@ __all__ = [
     "TAG_NAMESPACE",
     "TAG_SPEC_HASH",
     "TAG_UID",
+    "EXIT_INVALID_SPEC",
+    "SPEC_FILE",
+    "TERMINATION_LOG_PATH",
     "best_metric",
+    "secret_env",
 ]
 
 # Environment of the driver Pod (and of `mendel run`, which sets the same).
@@ -46,6 +51,13 @@ ENV_RUN_ID = "MENDEL_RUN_ID"  # the MLflow parent run the operator created
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 ENV_OUTPUT_URI = "MENDEL_OUTPUT_URI"  # checkpoints and artifacts of this run
 ENV_TERMINATION_LOG = "MENDEL_TERMINATION_LOG"  # default /dev/termination-log
+ENV_ROLE = "MENDEL_ROLE"  # driver | leader | worker (multi-node CompressorTraining)
+# MENDEL_RUN_ID is empty when MLflow was unreachable as the Job was created: the workload
+# then finds the parent run by the TAG_UID tag (the operator creates it once MLflow is back).
+
+SPEC_FILE = "resource.yaml"  # key of the snapshot ConfigMap, file name under the mount
+TERMINATION_LOG_PATH = "/dev/termination-log"
+EXIT_INVALID_SPEC = 2  # a workload exit code that no retry can fix (FailJob)
 
 # Tags on the parent run: how the operator finds it again after a restart.
 TAG_KIND = "mendel.kind"
@@ -64,6 +76,16 @@ METRIC_QD_CELLS = "qd/cells"
 METRIC_QD_FILLED = "qd/filled"
 METRIC_QD_COVERAGE = "qd/coverage"
 METRIC_QD_SCORE = "qd/qd_score"
+
+
+def secret_env(path: str) -> str:
+    """Env var carrying the Secret key a spec field references, e.g.
+    spec.agent.endpoint.apiKey -> MENDEL_SECRET_AGENT_ENDPOINT_API_KEY."""
+    words: list[str] = []
+    for part in path.removeprefix("spec.").replace("[", ".").replace("]", "").split("."):
+        snake = "".join(f"_{c}" if c.isupper() else c for c in part)
+        words.append(snake.upper().strip("_"))
+    return "MENDEL_SECRET_" + "_".join(w for w in words if w)
 
 
 def best_metric(task: str) -> str:
