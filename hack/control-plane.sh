@@ -27,6 +27,9 @@ readonly ORIG_TARBALL=kubernetes_1.20.5+really1.20.2.orig.tar.gz
 # binaries are valid for exactly this source. apt verifies the download
 # against the signed Sources index; we verify it again against this pin.
 readonly ORIG_SHA256=b83c0780efb182d928dc63d46488a847f161f04e40a94b96bf5247dd671ecdfc
+# Bump when the build itself changes (flags, patches): the cache key is the tarball plus this.
+readonly BUILD_REV=2
+readonly CACHE_KEY="$ORIG_SHA256 rev$BUILD_REV"
 readonly APT_PACKAGES=(golang-go etcd-server rsync golang-github-modern-go-reflect2-dev openssl curl ca-certificates)
 readonly COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler)
 readonly CONTROLLERS=job,garbagecollector,namespace,serviceaccount-token,serviceaccount
@@ -34,7 +37,7 @@ readonly ADMIN_TOKEN=mendel-admin-token
 
 CACHE=${MENDEL_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mendel/k8s-${K8S_VERSION}}
 BIN=$CACHE/bin
-STAMP=$BIN/.source-sha256
+STAMP=$BIN/.cache-key
 
 log() { printf '[control-plane] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -51,7 +54,7 @@ sudo_() {
 etcd_bin() { command -v etcd 2>/dev/null || true; }
 
 is_built() {
-  [[ -f $STAMP && $(cat "$STAMP") == "$ORIG_SHA256" ]] || return 1
+  [[ -f $STAMP && $(cat "$STAMP") == "$CACHE_KEY" ]] || return 1
   local c
   for c in "${COMPONENTS[@]}"; do [[ -x $BIN/$c ]] || return 1; done
 }
@@ -133,8 +136,15 @@ build() {
     log "generated files ready ($(since "$t0") s)"
   fi
 
-  local v=k8s.io/kubernetes/vendor/k8s.io/component-base/version
-  local ldflags="-s -w -X $v.gitVersion=v$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=20 -X $v.gitTreeState=clean"
+  # Version stamps, as upstream's hack/lib/version.sh sets them. Both packages matter:
+  # component-base feeds `--version` and the apiserver's log, client-go's feeds the
+  # aggregator, which is what answers GET /version.
+  local ldflags="-s -w" pkg
+  for pkg in client-go/pkg/version component-base/version; do
+    pkg=k8s.io/kubernetes/vendor/k8s.io/$pkg
+    ldflags+=" -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=20"
+    ldflags+=" -X $pkg.gitTreeState=clean"
+  done
   mkdir -p "$BIN"
   rm -f "$STAMP"
   local c
@@ -144,7 +154,7 @@ build() {
     mv "$BIN/.$c.tmp" "$BIN/$c"
     log "built $c (at $(since "$t0") s)"
   done
-  echo "$ORIG_SHA256" >"$STAMP"
+  echo "$CACHE_KEY" >"$STAMP"
 }
 
 cmd_install() {
@@ -277,12 +287,16 @@ EOF
     --initial-cluster "mendel=$peer_url"
   wait_http etcd "$etcd_url/health"
 
+  # Advertise loopback explicitly: left to itself the apiserver takes the default route's
+  # address, and refuses to start on a machine without one. Endpoints may not hold loopback
+  # addresses, so the `kubernetes` Service's endpoint reconciler is off (nothing here needs it).
   launch kube-apiserver "$BIN/kube-apiserver" \
     --etcd-servers "$etcd_url" --bind-address 127.0.0.1 --secure-port "$api_port" \
     --cert-dir "$DIR/certs" --token-auth-file "$DIR/tokens.csv" --authorization-mode RBAC \
     --service-account-key-file "$DIR/sa.pub" --service-account-signing-key-file "$DIR/sa.key" \
     --service-account-issuer https://kubernetes.default.svc --service-cluster-ip-range 10.0.0.0/24 \
-    --allow-privileged=true
+    --allow-privileged=true \
+    --advertise-address 127.0.0.1 --endpoint-reconciler-type none
   wait_http kube-apiserver "$server/readyz" -H "Authorization: Bearer $ADMIN_TOKEN"
   log "kube-apiserver ready at $server ($(since "$t0") s)"
 
@@ -351,7 +365,7 @@ cmd_stop() {
 # ---------------------------------------------------------------------------------- status
 
 cmd_status() {
-  if is_built; then echo "built: $BIN (kubernetes v$K8S_VERSION, source sha256 ${ORIG_SHA256:0:12})"
+  if is_built; then echo "built: $BIN (kubernetes v$K8S_VERSION, source sha256 ${ORIG_SHA256:0:12}, build rev$BUILD_REV)"
   else echo "not built: $BIN (run: $0 install)"
   fi
   local etcd; etcd=$(etcd_bin)

@@ -24,7 +24,7 @@ import pytest
 
 kubernetes = pytest.importorskip("kubernetes", reason="the kubernetes client is not installed")
 from kubernetes import client, config  # noqa: E402
-from kubernetes.client.rest import ApiException  # noqa: E402
+from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -39,6 +39,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.cluster)
+            # The local plane's kubeconfig skips TLS verification (self-signed, loopback only).
+            item.add_marker(
+                pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+            )
 
 
 def wait_for(
@@ -203,7 +207,9 @@ def stand_in_node(k8s_api_client: client.ApiClient) -> Iterator[Callable[..., st
     core = client.CoreV1Api(k8s_api_client)
     created: list[str] = []
 
-    def register(capacity: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> str:
+    def register(
+        capacity: dict[str, str] | None = None, labels: dict[str, str] | None = None
+    ) -> str:
         name = f"mendel-stand-in-{uuid.uuid4().hex[:8]}"
         resources = {"cpu": "8", "memory": "32Gi", "pods": "110", **(capacity or {})}
         core.create_node(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 if TYPE_CHECKING:
     from .conftest import ControlPlane
@@ -51,9 +51,7 @@ def test_job_controller_creates_a_pod(
                     spec=client.V1PodSpec(
                         restart_policy="Never",
                         containers=[
-                            client.V1Container(
-                                name="main", image="busybox", command=["true"]
-                            )
+                            client.V1Container(name="main", image="busybox", command=["true"])
                         ],
                     )
                 ),

@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 StateDict = Mapping[str, torch.Tensor]
-SvdProvider = Callable[[str, StateDict, "int | None"], dict[str, SvdFactors]]
+SvdProvider = Callable[[str, StateDict, int | None], dict[str, SvdFactors]]
 """(expert name, task vector, rank) -> SVD factors per matrix; lets a caller add a cache."""
 
 
