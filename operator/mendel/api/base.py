@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from pydantic.config import JsonDict
 from pydantic.alias_generators import to_camel
 
 __all__ = ["ApiModel", "FieldValueError", "cel", "immutable", "increase_only", "require_unique"]
@@ -43,12 +44,12 @@ class FieldValueError(ValueError):
         super().__init__(message)
 
 
-def cel(rule: str, message: str) -> dict[str, str]:
+def cel(rule: str, message: str) -> JsonDict:
     """One `x-kubernetes-validations` entry."""
     return {"rule": rule, "message": message}
 
 
-def immutable(what: str) -> dict[str, Any]:
+def immutable(what: str) -> JsonDict:
     """Schema extra for a field that may not change once the resource exists."""
     return {
         "x-kubernetes-validations": [
@@ -57,7 +58,7 @@ def immutable(what: str) -> dict[str, Any]:
     }
 
 
-def increase_only(what: str) -> dict[str, Any]:
+def increase_only(what: str) -> JsonDict:
     """Schema extra for a budget that may grow (to extend a run) but never shrink."""
     return {
         "x-kubernetes-validations": [

@@ -37,7 +37,6 @@ __all__ = [
 
 Phase = Literal["Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed"]
 ConditionType = Literal["Admitted", "Running", "Suspended", "Complete", "Failed", "TrackingReady"]
-_SCORE = {"max_length": 32}
 
 
 class Condition(ApiModel):
@@ -75,7 +74,7 @@ class Metric(ApiModel):
     """A latest metric value."""
 
     name: str = Field(description="Metric name.", max_length=128)
-    value: str = Field(description="Latest value.", **_SCORE)
+    value: str = Field(description="Latest value.", max_length=32)
 
 
 class Checkpoint(ApiModel):
@@ -156,7 +155,7 @@ class TaskBest(ApiModel):
     """The best model found so far for one task."""
 
     task: str = Field(description="Task name.", max_length=32)
-    score: str = Field(description="Its score on the task.", **_SCORE)
+    score: str = Field(description="Its score on the task.", max_length=32)
     model_id: str | None = Field(default=None, description="Genome or MLflow model id.",
                                  max_length=128)
     generation: int | None = Field(default=None, description="Generation it was born in.", ge=0)
@@ -167,9 +166,9 @@ class ArchiveSummary(ApiModel):
 
     cells: int = Field(default=0, description="Cells over all archives.", ge=0)
     filled: int = Field(default=0, description="Occupied cells over all archives.", ge=0)
-    coverage: str = Field(default="0", description="filled / cells.", **_SCORE)
+    coverage: str = Field(default="0", description="filled / cells.", max_length=32)
     qd_score: str = Field(default="0", description="Sum of elite qualities over all archives.",
-                          **_SCORE)
+                          max_length=32)
     best: list[TaskBest] = Field(default_factory=list, description="Best elite per task.",
                                  max_length=8)
 
@@ -186,8 +185,8 @@ class LibrarySummary(ApiModel):
     size: int = Field(default=0, description="Experiences in the library.", ge=0)
     version: int = Field(default=0, description="Library version (one per update step).", ge=0)
     score_before: str | None = Field(default=None, description="Agent score without it.",
-                                     **_SCORE)
-    score_after: str | None = Field(default=None, description="Agent score with it.", **_SCORE)
+                                     max_length=32)
+    score_after: str | None = Field(default=None, description="Agent score with it.", max_length=32)
     config_map: str | None = Field(default=None, description="ConfigMap holding it.",
                                    max_length=253)
 
@@ -201,8 +200,8 @@ class ExperienceLibraryStatus(RunStatus):
 class TrainingSummary(ApiModel):
     """Summary of compressor training."""
 
-    loss: str | None = Field(default=None, description="Latest training loss.", **_SCORE)
-    eval_score: str | None = Field(default=None, description="Latest evaluation score.", **_SCORE)
+    loss: str | None = Field(default=None, description="Latest training loss.", max_length=32)
+    eval_score: str | None = Field(default=None, description="Latest evaluation score.", max_length=32)
     stage: str | None = Field(default=None, description="Stage in progress.", max_length=32)
 
 
