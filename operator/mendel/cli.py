@@ -102,7 +102,7 @@ def version() -> None:
 # Modules under mendel.commands that add their commands with `register(app)`. They import
 # heavy dependencies (torch, kopf, mlflow) inside the commands, so `mendel validate` stays
 # fast and works in the operator image.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("operator", "run")
 
 for _module in _COMMAND_MODULES:
     import_module(f"mendel.commands.{_module}").register(app)

@@ -6,7 +6,7 @@ runs, CI and air-gapped clusters can use them.
 
 from __future__ import annotations
 
-from mendel.datasets import humaneval  # noqa: F401  (registers builtin:humaneval)
+import mendel.datasets.humaneval  # noqa: F401  (registers builtin:humaneval)
 from mendel.datasets import skills  # noqa: F401  (registers builtin:skills-<task>)
 
 __all__: list[str] = []

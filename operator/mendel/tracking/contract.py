@@ -20,19 +20,29 @@ __all__ = [
     "ENV_TERMINATION_LOG",
     "ENV_TRACKING_URI",
     "ENV_UID",
+    "METRIC_EVAL_SCORE",
+    "METRIC_LIBRARY_SIZE",
+    "METRIC_LIBRARY_VERSION",
     "METRIC_PROGRESS_STEP",
     "METRIC_PROGRESS_TOTAL",
     "METRIC_QD_CELLS",
     "METRIC_QD_COVERAGE",
     "METRIC_QD_FILLED",
     "METRIC_QD_SCORE",
+    "METRIC_SCORE_AFTER",
+    "METRIC_SCORE_BEFORE",
+    "METRIC_TRAIN_LOSS",
     "TAG_CHECKPOINT_STEP",
     "TAG_CHECKPOINT_URI",
     "TAG_GENERATION",
     "TAG_KIND",
+    "TAG_LIBRARY_CONFIG_MAP",
     "TAG_NAME",
     "TAG_NAMESPACE",
+    "TAG_REGISTERED_NAME",
+    "TAG_REGISTERED_VERSION",
     "TAG_SPEC_HASH",
+    "TAG_STAGE",
     "TAG_UID",
     "EXIT_INVALID_SPEC",
     "SPEC_FILE",
@@ -68,6 +78,10 @@ TAG_GENERATION = "mendel.generation"
 TAG_SPEC_HASH = "mendel.spec_hash"
 TAG_CHECKPOINT_URI = "mendel.checkpoint.uri"
 TAG_CHECKPOINT_STEP = "mendel.checkpoint.step"
+TAG_REGISTERED_NAME = "mendel.registered.name"
+TAG_REGISTERED_VERSION = "mendel.registered.version"
+TAG_LIBRARY_CONFIG_MAP = "mendel.library.config_map"
+TAG_STAGE = "mendel.training.stage"
 
 # Metrics the workload logs on the parent run and the operator mirrors into status.
 METRIC_PROGRESS_STEP = "progress/step"
@@ -76,6 +90,12 @@ METRIC_QD_CELLS = "qd/cells"
 METRIC_QD_FILLED = "qd/filled"
 METRIC_QD_COVERAGE = "qd/coverage"
 METRIC_QD_SCORE = "qd/qd_score"
+METRIC_LIBRARY_SIZE = "library/size"
+METRIC_LIBRARY_VERSION = "library/version"
+METRIC_SCORE_BEFORE = "eval/score_before"
+METRIC_SCORE_AFTER = "eval/score_after"
+METRIC_TRAIN_LOSS = "train/loss"
+METRIC_EVAL_SCORE = "eval/score"
 
 
 def secret_env(path: str) -> str:

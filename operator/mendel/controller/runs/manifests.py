@@ -18,7 +18,7 @@ from mendel.controller.config import Capabilities
 from mendel.controller.runs import naming, specs
 from mendel.tracking import contract
 
-__all__ = ["JobInputs", "RunRef", "config_map", "driver_job", "job", "owner_reference",
+__all__ = ["JobInputs", "RunRef", "config_map", "driver_job", "job", "metadata", "owner_reference",
            "pod_template"]
 
 SPEC_MOUNT = "/etc/mendel/spec"

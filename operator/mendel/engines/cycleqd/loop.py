@@ -202,7 +202,9 @@ class CycleQD:
             algo.sampling.alpha_low,
             algo.sampling.alpha_high,
             rng,
-            pool=state.live_ids(),
+            # Experts stay in the store, so breeding goes on even when ties left only one
+            # genome in the archives (e.g. every model scores 0 at first).
+            pool=sorted(set(state.live_ids()) | {expert_id(e) for e in state.experts}),
         )
         weights = draw_coefficients(
             2, algo.crossover.coefficient_mean, algo.crossover.coefficient_std, rng

@@ -1,0 +1,76 @@
+"""Which spec fields may not change, read from the API models, and which ones did.
+
+Modern API servers enforce immutability with the CEL rules the CRDs carry
+(`self == oldSelf`). Kubernetes 1.20 ignores those rules, so the operator compares the
+current spec with the spec snapshot of the run and refuses the change itself. The list of
+fields is derived from the same `immutable(...)` markers that generate the CEL rules.
+"""
+
+from __future__ import annotations
+
+import types
+from functools import cache
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel
+
+__all__ = ["changed_immutable_fields", "immutable_paths"]
+
+_RULE = "self == oldSelf"
+
+
+def _is_immutable(extra: Any) -> bool:
+    if not isinstance(extra, dict):
+        return False
+    return any(v.get("rule") == _RULE for v in extra.get("x-kubernetes-validations", []))
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if get_origin(annotation) in (Union, types.UnionType):
+        return [m for arg in get_args(annotation) for m in _models_in(arg)]
+    return []
+
+
+@cache
+def immutable_paths(model: type[BaseModel]) -> tuple[tuple[str, ...], ...]:
+    """Attribute paths (python names) of every immutable field, nested ones included."""
+    out: list[tuple[str, ...]] = []
+    for name, info in model.model_fields.items():
+        if _is_immutable(info.json_schema_extra):
+            out.append((name,))
+            continue
+        for sub in _models_in(info.annotation):
+            out.extend((name, *rest) for rest in immutable_paths(sub))
+    return tuple(dict.fromkeys(out))
+
+
+def _get(model: Any, path: tuple[str, ...]) -> Any:
+    value = model
+    for part in path:
+        if value is None:
+            return None
+        value = getattr(value, part, None)
+    return value
+
+
+def _wire_path(model: type[BaseModel], path: tuple[str, ...]) -> str:
+    parts, current = [], [model]
+    for part in path:
+        alias = part
+        for m in current:
+            info = m.model_fields.get(part)
+            if info is not None:
+                alias = info.alias or part
+                current = _models_in(info.annotation)
+                break
+        parts.append(alias)
+    return "spec." + ".".join(parts)
+
+
+def changed_immutable_fields(old: BaseModel, new: BaseModel) -> list[str]:
+    """Wire paths (spec.tasks, spec.scheduling.queueName) of immutable fields that differ."""
+    model = type(new)
+    return [_wire_path(model, path) for path in immutable_paths(model)
+            if _get(old, path) != _get(new, path)]

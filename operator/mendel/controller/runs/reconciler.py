@@ -1,0 +1,171 @@
+"""One reconcile pass of a run resource: gather, plan, apply.
+
+Gathers the inputs (the resource body, the observed children from the Kopf indexes, the
+MLflow parent run), calls the pure `plan_run`, applies its creates and deletes, and hands
+the new status and transitions back to the Kopf layer, which writes them. Blocking
+clients run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from mendel.api.envelope import SpecEnvelope
+from mendel.api.kinds import KINDS
+from mendel.api.validation import InvalidResource, parse_spec
+from mendel.controller.runs import specs
+from mendel.controller.runs.apply import KubeError
+from mendel.controller.runs.manifests import RunRef
+from mendel.controller.runs.observed import Observed
+from mendel.controller.runs.plan import Plan, PlanInputs, plan_run
+from mendel.controller.runtime.context import OperatorContext
+from mendel.tracking import contract
+from mendel.tracking import runs as tracking
+
+__all__ = ["Outcome", "end_tracking", "reconcile", "status_patch"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the Kopf layer writes and posts after a pass."""
+
+    plan: Plan
+    patch: dict[str, Any]
+    invalid: str | None = None
+    api_error: str | None = None
+
+
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch from `old` to `new` (keys only in `old` become None)."""
+    out: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            nested = status_patch(before, value)
+            if nested:
+                out[key] = nested
+        elif value != before:
+            out[key] = value
+    for key in old:
+        if key not in new and key != "kopf":
+            out[key] = None
+    return out
+
+
+def _parse(kind: str, spec: Mapping[str, Any]) -> tuple[SpecEnvelope | None, str | None]:
+    try:
+        parsed = parse_spec(KINDS[kind], dict(spec))
+    except InvalidResource as invalid:
+        return None, str(invalid)
+    return (parsed, None) if isinstance(parsed, SpecEnvelope) else (None, "not a run spec")
+
+
+async def _tracking(ctx: OperatorContext, ref: RunRef, spec: SpecEnvelope,
+                    spec_wire: Mapping[str, Any], previous: Mapping[str, Any]
+                    ) -> tracking.RunSnapshot:
+    uri = spec.tracking.mlflow.tracking_uri or ctx.config.tracking_uri
+    if not uri:
+        return tracking.RunSnapshot()
+    tags = {
+        contract.TAG_KIND: ref.kind, contract.TAG_NAMESPACE: ref.namespace,
+        contract.TAG_NAME: ref.name, contract.TAG_UID: ref.uid,
+        contract.TAG_GENERATION: str(ref.generation),
+        contract.TAG_SPEC_HASH: specs.spec_hash(dict(spec_wire)),
+    }
+    try:
+        return await asyncio.to_thread(
+            tracking.ensure_parent_run, ctx.mlflow(uri),
+            experiment=tracking.experiment_name(ref.kind, ref.namespace,
+                                                spec.tracking.mlflow.experiment),
+            tags=tags, run_name=f"{ref.namespace}/{ref.name}",
+            known_run_id=(previous.get("mlflow") or {}).get("runId"),
+            parent_run_id=spec.tracking.mlflow.parent_run_id,
+            base_url=ctx.config.tracking_url or uri,
+        )
+    except tracking.TrackingUnavailable as error:
+        ctx.metrics.mlflow_errors.inc()
+        return tracking.RunSnapshot(error=str(error))
+
+
+async def reconcile(ctx: OperatorContext, body: Mapping[str, Any], observed: Observed,
+                    ) -> Outcome:
+    """Bring one resource's children and status in line with its spec.
+
+    Args:
+        ctx: The operator context (clients, settings, metrics).
+        body: The resource as Kopf delivers it.
+        observed: Its children, from the indexes.
+
+    Returns:
+        The plan that was applied and the status patch to write.
+    """
+    started = time.monotonic()
+    meta = body["metadata"]
+    ref = RunRef(kind=body["kind"], name=meta["name"], namespace=meta["namespace"],
+                 uid=meta["uid"], generation=int(meta.get("generation") or 1))
+    async with ctx.lock(ref.uid):
+        written = dict(body.get("status") or {})
+        previous = ctx.statuses.get(ref.uid, written)
+        spec_wire = dict(body.get("spec") or {})
+        spec, invalid = _parse(ref.kind, spec_wire)
+        run = tracking.RunSnapshot()
+        if spec is not None:
+            run = await _tracking(ctx, ref, spec, spec_wire, previous)
+        plan = plan_run(PlanInputs(run=ref, spec_wire=spec_wire, spec=spec, observed=observed,
+                                   mlflow=run, previous=previous, now=datetime.now(UTC),
+                                   config=ctx.config, invalid=invalid))
+        api_error = await _apply(ctx, ref, plan)
+        status = plan.reduced.status
+        ctx.statuses[ref.uid] = status
+    ctx.metrics.observe_phase(ref.uid, ref.kind, status["phase"])
+    for change in plan.reduced.transitions:
+        ctx.metrics.transitions.labels(ref.kind, change.type, change.status).inc()
+    ctx.metrics.reconcile_seconds.labels(ref.kind).observe(time.monotonic() - started)
+    return Outcome(plan, status_patch(written, status), invalid, api_error)
+
+
+async def _apply(ctx: OperatorContext, ref: RunRef, plan: Plan) -> str | None:
+    try:
+        if plan.creates:
+            await asyncio.to_thread(ctx.kube.create_all, plan.creates)
+        if plan.deletes:
+            await asyncio.to_thread(ctx.kube.delete_jobs, ref.namespace, plan.deletes)
+    except KubeError as error:
+        ctx.metrics.api_errors.labels(error.verb).inc()
+        return str(error)
+    return None
+
+
+async def end_tracking(ctx: OperatorContext, body: Mapping[str, Any]) -> str | None:
+    """End the resource's parent run as KILLED (it is being deleted).
+
+    Returns:
+        None when done (or nothing to do), else why MLflow could not be reached.
+    """
+    meta, spec_wire = body["metadata"], dict(body.get("spec") or {})
+    ctx.metrics.observe_phase(meta["uid"], body["kind"], None)
+    spec, _ = _parse(body["kind"], spec_wire)
+    uri = (spec.tracking.mlflow.tracking_uri if spec else None) or ctx.config.tracking_uri
+    previous = ctx.statuses.get(meta["uid"], dict(body.get("status") or {}))
+    run_id = (previous.get("mlflow") or {}).get("runId")
+    if not uri:
+        return None
+    try:
+        if not run_id and spec is not None:
+            ref = RunRef(body["kind"], meta["name"], meta["namespace"], meta["uid"])
+            found = await _tracking(ctx, ref, spec, spec_wire, {})
+            run_id = found.run_id
+            if found.error:
+                return found.error
+        if run_id:
+            await asyncio.to_thread(tracking.end_run, ctx.mlflow(uri), run_id, "KILLED")
+    except tracking.TrackingUnavailable as error:
+        ctx.metrics.mlflow_errors.inc()
+        return str(error)
+    ctx.forget(meta["uid"])
+    return None

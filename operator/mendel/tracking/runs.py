@@ -1,0 +1,181 @@
+"""Operator-side MLflow parent runs: find or create, end, and read back.
+
+The operator creates one parent run per resource, tagged with the resource's uid, and
+finds it again by that tag after a restart, so a run is never created twice. The workload
+logs to that run (contract.py names the tags and metrics); the operator reads the latest
+values back into the resource's status. The MLflow client is injected (an
+`mlflow.MlflowClient` or a fake); mlflow itself is imported only where a client is built.
+
+Failures map onto one exception:
+
+    TrackingUnavailable   the server could not be reached or answered an error
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mendel.tracking import contract
+
+__all__ = ["RunSnapshot", "TrackingUnavailable", "end_run", "ensure_parent_run",
+           "experiment_name", "make_client", "read_run", "run_url"]
+
+
+class TrackingUnavailable(Exception):
+    """MLflow could not be reached or refused the request (temporary: retry later)."""
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """What the operator knows of a parent run, or why it knows nothing."""
+
+    run_id: str | None = None
+    experiment_id: str | None = None
+    url: str | None = None
+    status: str | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    updated_ms: int | None = None
+    error: str | None = None
+
+
+def make_client(tracking_uri: str) -> Any:
+    """An MlflowClient for the URI (imports mlflow on first use)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def experiment_name(kind: str, namespace: str, configured: str | None) -> str:
+    """The spec's experiment, or mendel/<namespace>/<kind>."""
+    return configured or f"mendel/{namespace}/{kind}"
+
+
+def run_url(base: str | None, experiment_id: str | None, run_id: str | None) -> str | None:
+    """Link to the run in the MLflow UI, when the tracking URI is a web server."""
+    if not base or not experiment_id or not run_id or not base.startswith("http"):
+        return None
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def ensure_parent_run(
+    client: Any,
+    *,
+    experiment: str,
+    tags: Mapping[str, str],
+    run_name: str,
+    known_run_id: str | None = None,
+    parent_run_id: str | None = None,
+    base_url: str | None = None,
+) -> RunSnapshot:
+    """The resource's parent run, found by id, then by the uid tag, else created.
+
+    Raises:
+        TrackingUnavailable: MLflow cannot be reached or fails.
+    """
+    try:
+        if known_run_id:
+            run = _get(client, known_run_id)
+            if run is not None:
+                return _snapshot(run, base_url)
+        experiment_id = _experiment_id(client, experiment)
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{contract.TAG_UID}` = '{tags[contract.TAG_UID]}'",
+            max_results=1,
+            order_by=["attributes.start_time ASC"],
+        )
+        if found:
+            return _snapshot(found[0], base_url)
+        all_tags = dict(tags)
+        all_tags["mlflow.runName"] = run_name
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = client.create_run(experiment_id, tags=all_tags, run_name=run_name)
+        return _snapshot(run, base_url)
+    except TrackingUnavailable:
+        raise
+    except Exception as error:  # MlflowException, requests errors: all mean "not now"
+        raise TrackingUnavailable(_describe(error)) from error
+
+
+def read_run(client: Any, run_id: str, base_url: str | None = None) -> RunSnapshot:
+    """Latest metrics and tags of a run.
+
+    Raises:
+        TrackingUnavailable: MLflow cannot be reached or the run is gone.
+    """
+    try:
+        run = _get(client, run_id)
+    except Exception as error:
+        raise TrackingUnavailable(_describe(error)) from error
+    if run is None:
+        raise TrackingUnavailable(f"run {run_id} does not exist")
+    return _snapshot(run, base_url)
+
+
+def end_run(client: Any, run_id: str, status: str = "KILLED") -> None:
+    """Mark a run terminated (KILLED when its resource is deleted); no-op if already ended.
+
+    Raises:
+        TrackingUnavailable: MLflow cannot be reached.
+    """
+    try:
+        run = _get(client, run_id)
+        if run is None or run.info.status in ("FINISHED", "FAILED", "KILLED"):
+            return
+        client.set_terminated(run_id, status=status)
+    except Exception as error:
+        raise TrackingUnavailable(_describe(error)) from error
+
+
+def _get(client: Any, run_id: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as error:
+        if getattr(error, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
+def _experiment_id(client: Any, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return str(experiment.experiment_id)
+    try:
+        return str(client.create_experiment(name))
+    except MlflowException:
+        # Another operator replica or a concurrent reconcile created it first.
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
+
+
+def _snapshot(run: Any, base_url: str | None) -> RunSnapshot:
+    info, data = run.info, run.data
+    metric_objects = getattr(data, "_metric_objs", None) or []
+    updated = max((m.timestamp for m in metric_objects), default=None)
+    return RunSnapshot(
+        run_id=info.run_id,
+        experiment_id=str(info.experiment_id),
+        url=run_url(base_url, str(info.experiment_id), info.run_id),
+        status=info.status,
+        metrics=dict(data.metrics),
+        tags=dict(data.tags),
+        updated_ms=updated,
+    )
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    first = text[0] if text else type(error).__name__
+    return f"{type(error).__name__}: {first}"[:300]

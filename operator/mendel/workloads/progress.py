@@ -1,0 +1,83 @@
+"""What `mendel run` and `mendel lineage` show people: a progress bar, a summary table and
+an ancestry tree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.tree import Tree
+
+from mendel.tracking.lineage import LineageNode
+from mendel.workloads.context import RunContext
+from mendel.workloads.dispatch import run_workload
+
+__all__ = ["lineage_tree", "run_with_progress", "summary_table"]
+
+
+def run_with_progress(kind: str, spec: Any, ctx: RunContext, console: Console) -> dict[str, Any]:
+    """Run a workload with a live progress bar, then print a summary table."""
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[detail]}"), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("generations", total=None, detail="loading models")
+
+        def on_summary(summary: Any) -> None:
+            best = " ".join(f"{t}={s:.2f}" for t, s in summary.best.items())
+            progress.update(bar, completed=summary.generation, total=summary.total,
+                            detail=f"coverage {summary.coverage:.1%}  best {best}")
+
+        result = run_workload(kind, spec, ctx, on_summary)
+    console.print(summary_table(result))
+    return result
+
+
+def summary_table(result: dict[str, Any]) -> Table:
+    """Per task: each expert's score, the final model's, and the best elite's."""
+    experts = result.get("experts", {})
+    final = (result.get("final") or {}).get("scores") or {}
+    tasks = list(result.get("best", {}))
+    table = Table(title=f"{result.get('name')}: {result.get('generations')} generations, "
+                        f"coverage {result.get('coverage', 0):.1%}")
+    table.add_column("model")
+    for task in tasks:
+        table.add_column(task, justify="right")
+    table.add_column("average", justify="right")
+    rows = [(f"expert {name}", scores) for name, scores in experts.items()]
+    rows += [("best elite per task", result.get("best", {})), ("final model", final)]
+    for label, scores in rows:
+        values = [scores.get(task) for task in tasks]
+        known = [v for v in values if v is not None]
+        average = sum(known) / len(known) if known else None
+        table.add_row(label, *[_fmt(v) for v in values], _fmt(average))
+    return table
+
+
+def lineage_tree(root: LineageNode) -> Tree:
+    """A rich tree of a model's ancestry."""
+    tree = Tree(_label(root))
+    _add_parents(tree, root, seen=set())
+    return tree
+
+
+def _add_parents(branch: Tree, node: LineageNode, seen: set[str]) -> None:
+    for parent in node.parents:
+        child = branch.add(_label(parent))
+        if parent.model_id in seen:
+            child.add("[dim](ancestry shown above)[/]")
+            continue
+        seen.add(parent.model_id)
+        _add_parents(child, parent, seen)
+
+
+def _label(node: LineageNode) -> str:
+    scores = "  ".join(f"{task}={score:.3f}" for task, score in sorted(node.scores.items()))
+    born = f"gen {node.generation}" if node.generation >= 0 else "expert"
+    weights = " [green]weights[/]" if node.has_weights else ""
+    return f"[bold]{node.genome_id}[/] ({node.operator}, {born}) {scores}{weights}  [dim]{node.model_id}[/]"
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
