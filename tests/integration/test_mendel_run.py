@@ -74,6 +74,12 @@ def test_mendel_run_registers_a_final_model_with_lineage(
     (run,) = runs
     assert run.data.metrics["progress/step"] == 4
     assert run.data.tags["mendel.checkpoint.step"] == "4"
+    heatmaps = [a.path for d in client.list_artifacts(run.info.run_id, "archives")
+                for a in client.list_artifacts(run.info.run_id, d.path)]
+    assert any(path.endswith("/left.png") for path in heatmaps), heatmaps
+    with_weights = [m for m in client.search_logged_models([run.info.experiment_id])
+                    if m.tags.get("mendel.has_weights") == "true"]
+    assert len(with_weights) >= 2  # the final model and at least one task's elite
 
     # A larger budget is a new spec: it resumes only within the same run identity, so
     # re-running the same manifest must not start a second run.
