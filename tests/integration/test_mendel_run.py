@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow import MlflowClient
+from tests.support.tiny_models import save_family, write_jsonl
 from typer.testing import CliRunner
 
 from mendel.cli import app
 from mendel.tracking.lineage import resolve_model_id, walk_lineage
-from tests.support.tiny_models import save_family, write_jsonl
 
 pytestmark = pytest.mark.slow
 

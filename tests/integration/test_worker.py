@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tests.support.tiny_models import save_family, write_jsonl
 
 pytestmark = pytest.mark.slow

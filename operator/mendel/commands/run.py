@@ -8,6 +8,7 @@ through the environment. Heavy imports happen inside the commands.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -130,9 +131,7 @@ def _terminate(summary: dict[str, Any], code: int) -> None:
     """Write the JSON summary where Kubernetes reads termination messages, then exit."""
     text = json.dumps(summary, default=str)
     target = os.environ.get(contract.ENV_TERMINATION_LOG, "/dev/termination-log")
-    try:
+    with contextlib.suppress(OSError):  # not in a Pod: stdout is enough
         Path(target).write_text(text[-4000:])
-    except OSError:
-        pass  # not in a Pod: stdout is enough
     print(text, file=sys.stderr if code else sys.stdout)
     raise typer.Exit(code)

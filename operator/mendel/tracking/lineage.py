@@ -43,15 +43,22 @@ SCORE_PREFIX = "score/"
 
 
 class LineageRecord(Protocol):
-    """What lineage needs of a genome (the CycleQD engine's Genome satisfies it)."""
+    """What lineage needs of a genome (the CycleQD engine's frozen Genome satisfies it)."""
 
-    id: str
-    operator: str
-    generation: int
-    parents: tuple[str, ...]
-    parent_weights: tuple[float, ...]
-    seed: int | None
-    quality_task: str | None
+    @property
+    def id(self) -> str: ...
+    @property
+    def operator(self) -> str: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def parents(self) -> tuple[str, ...]: ...
+    @property
+    def parent_weights(self) -> tuple[float, ...]: ...
+    @property
+    def seed(self) -> int | None: ...
+    @property
+    def quality_task(self) -> str | None: ...
 
     def to_dict(self) -> dict[str, Any]: ...
 

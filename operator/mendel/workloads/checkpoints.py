@@ -47,7 +47,7 @@ class CheckpointSync:
             found = sorted(self.volume_dir.glob("gen-*"))
             return found[-1].name if found else None
         tags = self.client.get_run(self.run_id).data.tags
-        name = tags.get(contract.TAG_CHECKPOINT_URI, "").rsplit("/", 1)[-1]
+        name = str(tags.get(contract.TAG_CHECKPOINT_URI, "")).rsplit("/", 1)[-1]
         if not name:
             return None
         self.local_dir.mkdir(parents=True, exist_ok=True)

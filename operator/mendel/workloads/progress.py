@@ -76,7 +76,8 @@ def _label(node: LineageNode) -> str:
     scores = "  ".join(f"{task}={score:.3f}" for task, score in sorted(node.scores.items()))
     born = f"gen {node.generation}" if node.generation >= 0 else "expert"
     weights = " [green]weights[/]" if node.has_weights else ""
-    return f"[bold]{node.genome_id}[/] ({node.operator}, {born}) {scores}{weights}  [dim]{node.model_id}[/]"
+    return (f"[bold]{node.genome_id}[/] ({node.operator}, {born}) {scores}{weights}  "
+            f"[dim]{node.model_id}[/]")
 
 
 def _fmt(value: float | None) -> str:

@@ -120,21 +120,21 @@ def run_qdevolution(spec: QDEvolutionSpec, ctx: RunContext,
     }
 
 
-def _evaluator(spec: QDEvolutionSpec, model: Any, base_dir: Path,
-               save_dir: Path) -> Callable[[Any], dict[str, float]]:
+def _evaluator(spec: QDEvolutionSpec, resident: Any, base_dir: Path,
+               save_dir: Path) -> Callable[[Any], Mapping[str, float]]:
     from transformers import AutoTokenizer
 
     from mendel.evaluators import build_evaluator
     from mendel.llm.local import LocalCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
-    backend = LocalCausalLM(model, tokenizer)
+    backend = LocalCausalLM(resident, tokenizer)
     evaluators = {t.name: build_evaluator(t.evaluator, t.name) for t in spec.tasks}
 
-    def evaluate(resident: Any) -> dict[str, float]:
+    def evaluate(model: Any) -> Mapping[str, float]:
         model_dir = None
         if any(e.needs_model_dir for e in evaluators.values()):
-            resident.save_pretrained(str(save_dir))
+            model.save_pretrained(str(save_dir))
             tokenizer.save_pretrained(str(save_dir))
             model_dir = save_dir
         return {name: e.evaluate(backend, model_dir=model_dir) for name, e in evaluators.items()}
