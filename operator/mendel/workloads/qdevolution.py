@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mendel.api.qdevolution import QDEvolutionSpec
 from mendel.tracking import contract
@@ -22,6 +22,9 @@ from mendel.workloads.checkpoints import CheckpointSync
 from mendel.workloads.context import RunContext
 from mendel.workloads.fetch import fetch_model
 from mendel.workloads.heatmap import archive_image
+
+if TYPE_CHECKING:
+    from mendel.engines.cycleqd.observer import Evaluate
 
 __all__ = ["QDTracker", "run_qdevolution"]
 
@@ -121,7 +124,7 @@ def run_qdevolution(spec: QDEvolutionSpec, ctx: RunContext,
 
 
 def _evaluator(spec: QDEvolutionSpec, resident: Any, base_dir: Path,
-               save_dir: Path) -> Callable[[Any], Mapping[str, float]]:
+               save_dir: Path) -> Evaluate:
     from transformers import AutoTokenizer
 
     from mendel.evaluators import build_evaluator
