@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Annotated, Any
@@ -72,9 +73,11 @@ def worker() -> None:
     if not path:
         _terminate({"error": f"{contract.ENV_SPEC_PATH} is not set"}, EXIT_INVALID)
     resource, spec = _load(Path(str(path)))
+    identity = os.environ.get(contract.ENV_UID) or resource["metadata"]["name"]
+    work_dir = Path(os.environ.get("MENDEL_WORK_DIR")
+                    or Path(tempfile.gettempdir()) / "mendel" / identity)
     try:
-        ctx = RunContext.from_environment(resource, Path(os.environ.get("MENDEL_WORK_DIR",
-                                                                        "/tmp/mendel")))
+        ctx = RunContext.from_environment(resource, work_dir)
         summary = run_workload(resource["kind"], spec, ctx)
     except WorkloadError as error:
         _terminate({"error": str(error)}, EXIT_INVALID)
