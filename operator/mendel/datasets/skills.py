@@ -40,7 +40,7 @@ DEFAULT_SIZES: dict[str, int] = {"train": 20_000, "validation": 512, "test": 512
 _BUCKETS = 10
 """Instances hash into ten buckets: bucket 0 is test, 1 is validation, the rest train."""
 _SPLITS: tuple[Split, ...] = ("train", "validation", "test")
-_MAX_ATTEMPTS_PER_RECORD = 200
+_MAX_ATTEMPTS_PER_RECORD = 50
 
 
 def _draw_add(rng: random.Random) -> str:
