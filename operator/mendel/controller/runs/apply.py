@@ -10,11 +10,11 @@ and the reconciler runs them in a worker thread. Errors are one of:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from mendel.api.kinds import GROUP, VERSION
 
@@ -48,11 +48,12 @@ class KubeGateway:
 
     def _create(self, body: dict[str, Any]) -> bool:
         namespace, kind = body["metadata"]["namespace"], body["kind"]
-        create = {
+        creators: dict[str, Callable[..., Any]] = {
             "Job": self._batch.create_namespaced_job,
             "ConfigMap": self._core.create_namespaced_config_map,
             "Service": self._core.create_namespaced_service,
-        }[kind]
+        }
+        create = creators[kind]
         self.requests += 1
         try:
             create(namespace, body)

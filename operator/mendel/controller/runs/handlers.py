@@ -15,7 +15,7 @@ keyed by the owner's uid; nothing is ever written on a Job or Pod.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -32,7 +32,8 @@ from mendel.controller.runtime.context import OperatorContext
 
 __all__ = ["register"]
 
-_CHILD = {naming.LABEL_UID: kopf.PRESENT, "app.kubernetes.io/managed-by": naming.MANAGED_BY}
+_CHILD: dict[str, Any] = {naming.LABEL_UID: kopf.PRESENT,
+                          "app.kubernetes.io/managed-by": naming.MANAGED_BY}
 
 
 def _ctx(memo: kopf.Memo) -> OperatorContext:
@@ -128,9 +129,9 @@ def _register_kind(registry: kopf.OperatorRegistry, info: KindInfo) -> None:
                              "registry": registry}
     name = info.singular
     for on in (kopf.on.resume, kopf.on.create, kopf.on.update):
-        on(**where, id=f"{name}_reconcile", backoff=5)(run_reconcile)
+        on(**where, id=f"{name}_reconcile", backoff=5)(cast(Any, run_reconcile))
     kopf.daemon(**where, id=f"{name}_observe", cancellation_timeout=5,
-                initial_delay=1)(run_observe)
+                initial_delay=1)(cast(Any, run_observe))
     kopf.on.delete(**where, id=f"{name}_delete", backoff=5)(run_delete)
 
 
@@ -140,5 +141,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
         _register_kind(registry, info)
     kopf.index("batch", "v1", "jobs", labels=_CHILD, id="run_jobs", registry=registry)(run_jobs)
     kopf.index("v1", "pods", labels=_CHILD, id="run_pods", registry=registry)(run_pods)
-    kopf.index("v1", "configmaps", labels={**_CHILD, naming.LABEL_ROLE: naming.ROLE_SPEC},
+    snapshots: dict[str, Any] = {**_CHILD, naming.LABEL_ROLE: naming.ROLE_SPEC}
+    kopf.index("v1", "configmaps", labels=snapshots,
                id="run_snapshots", registry=registry)(run_snapshots)

@@ -32,10 +32,10 @@ def kube_configuration(kubeconfig: Path | None) -> client.Configuration:
     """Client configuration from a kubeconfig, or the in-cluster account."""
     cfg = client.Configuration()
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=cfg)
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
     else:
-        config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None,
-                                client_configuration=cfg)
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig) if kubeconfig else None, client_configuration=cfg)
     cfg.connection_pool_maxsize = 16
     return cfg
 
