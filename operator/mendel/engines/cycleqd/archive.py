@@ -165,12 +165,21 @@ class Archive:
         return [self.cells[c] for c in sorted(self.cells)]
 
     def best(self) -> Elite | None:
-        """Highest-quality elite; ties go to the first in cell order."""
+        """Highest-quality elite.
+
+        Among elites of equal quality the one with the higher mean descriptor score wins
+        (the paper leaves ties open; preferring the better generalist gives the final
+        aggregation more of the other skills), then the first in cell order.
+        """
         best: Elite | None = None
         for elite in self.elites():
-            if best is None or elite.quality > best.quality:
+            if best is None or self._rank(elite) > self._rank(best):
                 best = elite
         return best
+
+    def _rank(self, elite: Elite) -> tuple[float, float]:
+        others = [elite.scores[d] for d in self.descriptors if d in elite.scores]
+        return elite.quality, sum(others) / len(others) if others else 0.0
 
     def summary(self) -> ArchiveSummary:
         """Cells, filled, coverage, QD score (sum of qualities) and best elite."""

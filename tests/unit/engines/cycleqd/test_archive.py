@@ -107,3 +107,15 @@ def test_archive_round_trips_through_dict():
     again = Archive.from_dict(archive.to_dict())
     assert again == archive
     assert list(archive.to_dict()["cells"]) == ["0,1"]
+
+
+def test_best_prefers_the_better_generalist_among_equal_quality() -> None:
+    from mendel.engines.cycleqd.archive import Archive, Binning
+
+    binnings = {"b": Binning(0.0, 1.0, 4), "c": Binning(0.0, 1.0, 4)}
+    archive = Archive(task="a", descriptors=("b", "c"), binnings=binnings)
+    archive.offer("narrow", {"a": 1.0, "b": 0.1, "c": 0.1})
+    archive.offer("broad", {"a": 1.0, "b": 0.6, "c": 0.9})
+    archive.offer("weaker", {"a": 0.9, "b": 0.99, "c": 0.99})
+    best = archive.best()
+    assert best is not None and best.genome_id == "broad"
