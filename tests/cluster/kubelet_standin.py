@@ -197,6 +197,10 @@ class KubeletStandIn:
                 env.update({k: base64.b64decode(v).decode() for k, v in data.items()})
         for var in container.env or []:
             env[var.name] = self._value(pod, var)
+        # Each container has a filesystem of its own: a retried Pod must not find the
+        # previous attempt's scratch files.
+        env["TMPDIR"] = str(self.workdir / ns / pod.metadata.name / "tmp")
+        Path(env["TMPDIR"]).mkdir(parents=True, exist_ok=True)
         for name, value in list(env.items()):
             for path, local in rewrites.items():
                 if value == path or value.startswith(path.rstrip("/") + "/"):

@@ -8,8 +8,6 @@ it exists. Every wait is bounded.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +23,7 @@ from mendel.api.validation import load_documents
 from mendel.controller.config import OperatorConfig
 from mendel.tracking import contract
 from tests.mlflow_server import MlflowServer
+from tests.support.tiny_models import save_family, write_jsonl
 
 from .kubelet_standin import KubeletStandIn
 from .operator_harness import REPO, OperatorThread, Resources, install_crds
@@ -35,12 +34,6 @@ EXAMPLES = {
     "CompressorTraining": "compressortraining-small.yaml",
 }
 FAKE_WORKER = [sys.executable, str(REPO / "tests" / "cluster" / "fake_worker.py")]
-
-
-def _real_worker() -> bool:
-    mendel = shutil.which("mendel") or str(Path(sys.executable).with_name("mendel"))
-    result = subprocess.run([mendel, "worker", "--help"], capture_output=True, timeout=60)
-    return result.returncode == 0
 
 
 @pytest.fixture(scope="session")
@@ -274,58 +267,80 @@ def test_operator_mlflow_down_then_back(
 
 
 
-@pytest.fixture(scope="module")
-def real_worker_available() -> None:
-    if not _real_worker():
-        pytest.skip("`mendel worker` does not exist yet (engine side); the lead wires it")
-    spec = load_documents((REPO / "examples" / EXAMPLES["QDEvolution"]).read_text())[0]["spec"]
-    if not Path(spec["baseModel"]["uri"]).exists():
-        pytest.skip(f"the example's models ({spec['baseModel']['uri']}) are not prepared")
+def micro_qdevolution(root: Path, node: str, generations: int) -> dict[str, Any]:
+    """A QDEvolution over micro models (made here) that the real worker runs in seconds."""
+    paths = save_family(root / "models", ["left", "right"])
+    data = write_jsonl(root / "data.jsonl",
+                       [{"prompt": f"{i}+{i}=", "answer": str(2 * i)} for i in range(48)])
+    tasks = [{"name": n, "expert": n, "evaluator": {
+        "type": "generation", "maxNewTokens": 4,
+        "dataset": {"uri": str(data), "split": "validation"}}} for n in ("left", "right")]
+    return {"baseModel": {"uri": str(paths["base"])},
+            "experts": [{"name": n, "uri": str(paths[n])} for n in ("left", "right")],
+            "tasks": tasks, "precision": "float32",
+            "budget": {"generations": generations}, "checkpoint": {"everyGenerations": 2},
+            "resources": {"driver": {"gpus": 0, "cpu": "1", "memory": "2Gi"}},
+            "scheduling": {"nodeSelector": {"kubernetes.io/hostname": node}}}
+
+
+@pytest.fixture
+def real_node(k8s_api_client: client.ApiClient, tmp_path: Path) -> Iterator[KubeletStandIn]:
+    """A stand-in node that runs the real `mendel worker`."""
+    node = KubeletStandIn(k8s_api_client, env={"PYTHONPATH": str(REPO / "operator")},
+                          commands={"mendel": [sys.executable, "-m", "mendel.cli"]},
+                          workdir=tmp_path / "node").start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+def _step_history(server: MlflowServer, run_id: str) -> list[float]:
+    history = MlflowClient(server.uri).get_metric_history(run_id, contract.METRIC_PROGRESS_STEP)
+    return [m.value for m in history]
 
 
 @pytest.mark.slow
 def test_operator_qdevolution_real_worker_runs_to_complete(
-        real_worker_available: None, operator: Callable[[], OperatorThread],
-        resources: Resources, k8s_api_client: client.ApiClient, tmp_path: Path,
-        poll: Callable[..., Any]) -> None:
-    node = KubeletStandIn(k8s_api_client, env={"PYTHONPATH": str(REPO / "operator")},
-                          workdir=tmp_path).start()
-    try:
-        operator()
-        name = _name()
-        spec = load_documents((REPO / "examples" / EXAMPLES["QDEvolution"]).read_text())[0]["spec"]
-        spec["scheduling"] = {"nodeSelector": {"kubernetes.io/hostname": node.name}}
-        resources.create("QDEvolution", name, spec)
-        poll(lambda: resources.status("QDEvolution", name).get("phase") in ("Succeeded",
-                                                                           "Failed"),
-             timeout=600, what="the real worker to finish")
-        assert resources.status("QDEvolution", name)["phase"] == "Succeeded"
-    finally:
-        node.stop()
+        operator: Callable[[], OperatorThread], resources: Resources, real_node: KubeletStandIn,
+        mlflow_server: MlflowServer, tmp_path: Path, poll: Callable[..., Any]) -> None:
+    operator()
+    name = _name()
+    resources.create("QDEvolution", name, micro_qdevolution(tmp_path, real_node.name, 6))
+    poll(lambda: resources.status("QDEvolution", name).get("phase") in ("Succeeded", "Failed"),
+         timeout=300, what="the real worker to finish")
+    status = resources.status("QDEvolution", name)
+    assert status["phase"] == "Succeeded", status
+    assert status["progress"]["step"] == 6 and status["progress"]["percent"] == 100
+    assert status["mlflow"]["runId"] and status["checkpoint"]["step"] == 6
+    assert int(status["archive"]["filled"]) >= 1
+    assert max(_step_history(mlflow_server, status["mlflow"]["runId"])) == 6
 
 
 @pytest.mark.slow
 def test_operator_qdevolution_real_worker_killed_mid_run_resumes(
-        real_worker_available: None, operator: Callable[[], OperatorThread],
-        resources: Resources, k8s_api_client: client.ApiClient, tmp_path: Path,
-        poll: Callable[..., Any]) -> None:
-    node = KubeletStandIn(k8s_api_client, env={"PYTHONPATH": str(REPO / "operator")},
-                          workdir=tmp_path).start()
-    try:
-        operator()
-        name = _name()
-        spec = load_documents((REPO / "examples" / EXAMPLES["QDEvolution"]).read_text())[0]["spec"]
-        spec["scheduling"] = {"nodeSelector": {"kubernetes.io/hostname": node.name}}
-        uid = resources.create("QDEvolution", name, spec)["metadata"]["uid"]
-        poll(lambda: resources.status("QDEvolution", name).get("checkpoint"), timeout=600,
-             what="a first checkpoint")
-        (job,) = resources.jobs(uid)
-        pods = resources.core.list_namespaced_pod(
-            resources.namespace, label_selector=f"job-name={job.metadata.name}").items
-        node.kill(resources.namespace, pods[0].metadata.name)
-        poll(lambda: resources.status("QDEvolution", name).get("children", {})
-             .get("restarts", 0) >= 1, timeout=120, what="a retry")
-        poll(lambda: resources.status("QDEvolution", name).get("phase") == "Succeeded",
-             timeout=600, what="the resumed run to finish")
-    finally:
-        node.stop()
+        operator: Callable[[], OperatorThread], resources: Resources, real_node: KubeletStandIn,
+        mlflow_server: MlflowServer, tmp_path: Path, poll: Callable[..., Any]) -> None:
+    operator()
+    name = _name()
+    generations = 400
+    spec = micro_qdevolution(tmp_path, real_node.name, generations)
+    uid = resources.create("QDEvolution", name, spec)["metadata"]["uid"]
+    poll(lambda: (resources.status("QDEvolution", name).get("checkpoint") or {}).get("step", 0)
+         >= 2, timeout=300, interval=0.2, what="a first checkpoint")
+    (job,) = resources.jobs(uid)
+    pods = resources.core.list_namespaced_pod(
+        resources.namespace, label_selector=f"job-name={job.metadata.name}").items
+    real_node.kill(resources.namespace, pods[0].metadata.name)
+    poll(lambda: resources.status("QDEvolution", name).get("children", {})
+         .get("restarts", 0) >= 1, timeout=120, what="a retry")
+    poll(lambda: resources.status("QDEvolution", name).get("phase") in ("Succeeded", "Failed"),
+         timeout=600, what="the resumed run to finish")
+    status = resources.status("QDEvolution", name)
+    assert status["phase"] == "Succeeded", status
+    steps = _step_history(mlflow_server, status["mlflow"]["runId"])
+    # Resumed, not restarted: generation 0 (the experts) was logged once, every generation
+    # up to the budget was logged, and no duplicate parent run was made.
+    assert steps.count(0.0) == 1, steps
+    assert set(range(generations + 1)) <= {int(v) for v in steps}
+    assert len(_runs(mlflow_server, uid)) == 1
