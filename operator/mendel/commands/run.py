@@ -92,6 +92,7 @@ def lineage(
         help="A LoggedModel id (m-...) or a registry URI: models:/name/3, models:/name@alias.")],
     tracking_uri: Annotated[str | None, typer.Option(
         help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI or ./.mendel's store.")] = None,
+    depth: Annotated[int, typer.Option(help="Generations of ancestors to show.")] = 64,
 ) -> None:
     """Print a model's ancestry back to the experts, with scores at every node."""
     from mlflow import MlflowClient
@@ -105,7 +106,7 @@ def lineage(
     os.environ[contract.ENV_TRACKING_URI] = uri
     client = MlflowClient(tracking_uri=uri)
     try:
-        root = walk_lineage(client, resolve_model_id(client, model))
+        root = walk_lineage(client, resolve_model_id(client, model), max_depth=depth)
     except Exception as error:
         typer.secho(f"cannot read the lineage of {model}: {error}", fg=typer.colors.RED)
         raise typer.Exit(EXIT_FAILED) from None

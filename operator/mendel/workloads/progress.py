@@ -74,9 +74,9 @@ def _add_parents(branch: Tree, node: LineageNode, seen: set[str]) -> None:
 
 def _label(node: LineageNode) -> str:
     scores = "  ".join(f"{task}={score:.3f}" for task, score in sorted(node.scores.items()))
-    born = f"gen {node.generation}" if node.generation >= 0 else "expert"
+    born = f"{node.operator}, gen {node.generation}" if node.generation >= 0 else node.operator
     weights = " [green]weights[/]" if node.has_weights else ""
-    return (f"[bold]{node.genome_id}[/] ({node.operator}, {born}) {scores}{weights}  "
+    return (f"[bold]{node.genome_id}[/] ({born}) {scores}{weights}  "
             f"[dim]{node.model_id}[/]")
 
 
