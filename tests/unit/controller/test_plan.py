@@ -22,13 +22,14 @@ from .builders import UID, parsed, run_ref, wire_spec
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 RUN = RunSnapshot(run_id="r" * 32, experiment_id="1")
 COMPLETE = {"Complete": ("True", "", "")}
+BUDGET = parsed("QDEvolution").budget.generations  # the example's generations
 
 
 def name(role: str, attempt: int = 0) -> str:
     return naming.child_name("demo", role, UID, attempt)
 
 
-def snapshot(attempt: int = 0, budget: int = 60, **spec: Any) -> SnapshotView:
+def snapshot(attempt: int = 0, budget: int = BUDGET, **spec: Any) -> SnapshotView:
     wire = wire_spec("QDEvolution", **spec)
     cm = manifests.config_map(JobInputs(run=run_ref(), spec=parsed("QDEvolution", **spec),
                                         attempt=attempt, budget=budget), wire)
@@ -53,7 +54,7 @@ def test_plan_fresh_resource_creates_snapshot_then_job() -> None:
     assert [(o["kind"], o["metadata"]["name"]) for o in result.creates] == [
         ("ConfigMap", name("spec")), ("Job", name("driver"))]
     job = result.creates[1]
-    assert job["metadata"]["annotations"][naming.ANNOTATION_BUDGET] == "60"
+    assert job["metadata"]["annotations"][naming.ANNOTATION_BUDGET] == str(BUDGET)
     assert result.reduced.status["phase"] == "Pending"
 
 
@@ -100,10 +101,10 @@ def test_plan_resume_recreates_the_same_job() -> None:
 
 def test_plan_budget_increase_on_succeeded_run_starts_a_new_attempt() -> None:
     observed = Observed(jobs=(JobView(name("driver"), "driver", 0, succeeded=1,
-                                      conditions=COMPLETE, budget=60),),
-                        snapshots=(snapshot(budget=60),))
+                                      conditions=COMPLETE, budget=BUDGET),),
+                        snapshots=(snapshot(budget=BUDGET),))
     assert plan(observed).creates == ()  # same budget: finished, nothing to do
-    result = plan(observed, budget={"generations": 120})
+    result = plan(observed, budget={"generations": 2 * BUDGET})
     assert result.attempt == 1
     assert [o["metadata"]["name"] for o in result.creates] == [name("spec", 1), name("driver", 1)]
     assert result.reduced.status["phase"] == "Pending"
