@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from pydantic.config import JsonDict
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 __all__ = ["ApiModel", "FieldValueError", "cel", "immutable", "increase_only", "require_unique"]
 

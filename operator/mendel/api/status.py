@@ -201,7 +201,9 @@ class TrainingSummary(ApiModel):
     """Summary of compressor training."""
 
     loss: str | None = Field(default=None, description="Latest training loss.", max_length=32)
-    eval_score: str | None = Field(default=None, description="Latest evaluation score.", max_length=32)
+    eval_score: str | None = Field(
+        default=None, description="Latest evaluation score.", max_length=32
+    )
     stage: str | None = Field(default=None, description="Stage in progress.", max_length=32)
 
 
