@@ -17,7 +17,7 @@ from torch import nn
 from mendel.engines.cycleqd.merge_methods import get_method
 from mendel.engines.cycleqd.recipe import MergeTerm, Recipe
 from mendel.engines.cycleqd.seeds import generator
-from mendel.engines.cycleqd.svd import direction_term
+from mendel.engines.cycleqd.svd import add_direction_term, direction_term
 from mendel.engines.cycleqd.taskvectors import TaskVectorBank
 
 __all__ = ["Resolver", "materialize", "replay_order", "tensor_delta"]
@@ -82,8 +82,13 @@ def tensor_delta(
             acc = _accumulate(acc, bank.task_vectors[expert][name], c)
     for expert, per in recipe.directions.items():
         weights = per.get(name)
-        if weights is not None:
-            acc = _accumulate(acc, direction_term(bank.svd[expert][name], weights), 1.0)
+        if weights is None:
+            continue
+        factors = bank.svd[expert][name]
+        if acc is None:
+            acc = direction_term(factors, weights)
+        else:
+            add_direction_term(acc, factors, weights)
     base = bank.base[name]
     for term in recipe.noise:
         noise = torch.randn(base.shape, generator=generator(term.seed, name))
@@ -138,6 +143,7 @@ def materialize(
             for gid, ancestor in order:
                 memo[gid] = tensor_delta(ancestor, name, bank, memo)
             delta = tensor_delta(recipe, name, bank, memo)
-            param.copy_(bank.base[name])
-            if delta is not None:
-                param.add_(delta.to(param.device))
+            if delta is None:
+                param.copy_(bank.base[name])
+            else:  # one pass: read base and delta, write the parameter in its own dtype
+                torch.add(bank.base[name], delta.to(param.device), out=param.data)

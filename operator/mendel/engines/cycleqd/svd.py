@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SvdFactors", "direction_term", "expert_svd", "is_svd_target", "svd_factors"]
+__all__ = [
+    "add_direction_term",
+    "scaled_left","SvdFactors", "direction_term", "expert_svd", "is_svd_target", "svd_factors"]
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,24 @@ def direction_term(factors: SvdFactors, weights: torch.Tensor) -> torch.Tensor:
     Raises:
         ValueError: If the number of weights differs from the rank.
     """
+    return scaled_left(factors, weights) @ factors.vh
+
+
+def add_direction_term(out: torch.Tensor, factors: SvdFactors, weights: torch.Tensor) -> None:
+    """`out += U diag(weights * S) V^T` in one fused matrix product, with no temporary of
+    the matrix's size (the hot path of materialisation)."""
+    out.addmm_(scaled_left(factors, weights), factors.vh)
+
+
+def scaled_left(factors: SvdFactors, weights: torch.Tensor) -> torch.Tensor:
+    """`U diag(weights * S)`: the small left factor of a direction term.
+
+    Raises:
+        ValueError: If the number of weights differs from the rank.
+    """
     if weights.shape != factors.s.shape:
         raise ValueError(
             f"expected {factors.rank} direction weights, got shape {tuple(weights.shape)}"
         )
     scaled = weights.to(device=factors.s.device, dtype=factors.s.dtype) * factors.s
-    return (factors.u * scaled) @ factors.vh
+    return factors.u * scaled
