@@ -32,6 +32,8 @@ def operator(
         help="Serve the liveness probe, e.g. http://0.0.0.0:8080/healthz.")] = None,
 ) -> None:
     """Run the operator until interrupted."""
+    import kopf
+
     from mendel.controller.config import DEFAULT_IMAGE, OperatorConfig
     from mendel.controller.runtime.operator import run
 
@@ -44,6 +46,8 @@ def operator(
         reconcile_interval=interval,
         metrics_port=metrics_port,
     )
+    # Kopf's own logging set-up: per-object lines (retries, API errors) reach stderr.
+    kopf.configure(verbose=False)
     run(settings, kubeconfig, liveness_endpoint=liveness)
 
 

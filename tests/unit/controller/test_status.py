@@ -198,3 +198,14 @@ def test_reduce_status_tracking_disabled_without_uri() -> None:
                        observed=Observed(), run=RunSnapshot(), previous={}, now=NOW).status
     tracking = next(c for c in st["conditions"] if c["type"] == "TrackingReady")
     assert tracking["reason"] == "TrackingDisabled"
+
+
+def test_reduce_status_pending_to_running_posts_one_event() -> None:
+    pending = reduce_status(meta=Meta("QDEvolution", 1), spec=parsed("QDEvolution"),
+                            observed=Observed((job(),), ()), run=RUN, previous={}, now=NOW,
+                            driver_job=DRIVER)
+    running = reduce_status(meta=Meta("QDEvolution", 1), spec=parsed("QDEvolution"),
+                            observed=Observed((job(active=1),), (pod(phase="Running"),)),
+                            run=RUN, previous=pending.status, now=NOW + timedelta(seconds=5),
+                            driver_job=DRIVER)
+    assert [(t.type, t.status) for t in running.transitions] == [("Running", "True")]

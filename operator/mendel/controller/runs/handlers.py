@@ -15,6 +15,7 @@ keyed by the owner's uid; nothing is ever written on a Job or Pod.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, cast
 
 import kopf
@@ -34,6 +35,9 @@ __all__ = ["register"]
 
 _CHILD: dict[str, Any] = {naming.LABEL_UID: kopf.PRESENT,
                           "app.kubernetes.io/managed-by": naming.MANAGED_BY}
+
+
+logger = logging.getLogger(__name__)
 
 
 def _ctx(memo: kopf.Memo) -> OperatorContext:
@@ -58,7 +62,21 @@ async def _pass(memo: kopf.Memo, body: kopf.Body, **indexes: Any) -> Outcome:
         kopf.event(body, type="Warning" if change.warning else "Normal",
                    reason=change.reason, message=f"{change.type}={change.status}: "
                    f"{change.message}"[:1024])
+    _report_api_error(ctx, body, outcome.api_error)
     return outcome
+
+
+def _report_api_error(ctx: OperatorContext, body: kopf.Body, error: str | None) -> None:
+    """A Warning Event and a log line the first time a resource meets a given API error
+    (e.g. RBAC forbids creating Jobs), so it is not only a metric; retries stay quiet."""
+    uid = body["metadata"]["uid"]
+    if error is None:
+        ctx.api_errors.pop(uid, None)
+    elif ctx.api_errors.get(uid) != error:
+        ctx.api_errors[uid] = error
+        logger.warning("%s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"],
+                       error)
+        kopf.warn(body, reason="ApiError", message=error[:1024])
 
 
 async def run_reconcile(memo: kopf.Memo, body: kopf.Body, run_jobs: kopf.Index[str, Any],

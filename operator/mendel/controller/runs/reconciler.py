@@ -154,6 +154,7 @@ async def end_tracking(ctx: OperatorContext, body: Mapping[str, Any]) -> str | N
     previous = ctx.statuses.get(meta["uid"], dict(body.get("status") or {}))
     run_id = (previous.get("mlflow") or {}).get("runId")
     if not uri:
+        ctx.forget(meta["uid"])
         return None
     try:
         if not run_id and spec is not None:

@@ -177,12 +177,19 @@ def _derive(spec: SpecEnvelope | None, invalid: str | None, jobs: Sequence[JobVi
     return _derived("Pending", _pending(pods))
 
 
+# False conditions of a live run carry fixed reasons: an Event is posted per reason change,
+# and a phase change must not post three Events that say nothing new.
+_NOT_SUSPENDED: Cond = ("False", "NotSuspended", "the run is not suspended")
+_NOT_COMPLETE: Cond = ("False", "InProgress", "the run has not finished")
+_NOT_FAILED: Cond = ("False", "NoFailure", "the run has not failed")
+
+
 def _derived(phase: str, running: Cond, suspended: Cond | None = None) -> _Derived:
     return _Derived(phase, {
         "Running": running,
-        "Suspended": suspended or ("False", phase, ""),
-        "Complete": ("False", phase, ""),
-        "Failed": ("False", phase, ""),
+        "Suspended": suspended or _NOT_SUSPENDED,
+        "Complete": _NOT_COMPLETE,
+        "Failed": _NOT_FAILED,
     })
 
 

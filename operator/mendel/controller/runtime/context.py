@@ -33,6 +33,7 @@ class OperatorContext:
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     nudges: dict[str, asyncio.Event] = field(default_factory=dict)
+    api_errors: dict[str, str] = field(default_factory=dict)
     _clients: dict[str, Any] = field(default_factory=dict)
 
     def mlflow(self, uri: str) -> Any:
@@ -60,3 +61,4 @@ class OperatorContext:
         self.statuses.pop(uid, None)
         self.locks.pop(uid, None)
         self.nudges.pop(uid, None)
+        self.api_errors.pop(uid, None)

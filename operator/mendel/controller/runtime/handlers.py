@@ -4,8 +4,10 @@
 - `operator_configure` (startup): Mendel's own finalizer and annotation prefixes (day-0
   choices: changing them later re-triggers handlers), timeouts, event level, standalone
   peering, server capabilities, the metrics endpoint.
-- `operator_watch_age` (probe): seconds since the last watch event, so a stuck watch
-  shows in /healthz instead of a green light.
+- `operator_watch_age` (probe): seconds since the last watch event (informational).
+- `operator_api_reachable` (probe): the API server's version; it raises when the server
+  cannot be reached, and Kopf then answers /healthz with 500.
+- `operator_cleanup`: frees the metrics port.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -25,6 +28,8 @@ from mendel.controller.runtime.context import OperatorContext
 __all__ = ["FINALIZER", "register"]
 
 FINALIZER = f"{GROUP}/finalizer"
+EXECUTOR_THREADS = 16
+PROBE_TIMEOUT = 10.0
 
 
 def _ctx(memo: kopf.Memo) -> OperatorContext:
@@ -46,21 +51,46 @@ async def operator_configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
     settings.posting.level = logging.WARNING
     settings.peering.standalone = True
     settings.scanning.disabled = not ctx.config.clusterwide
+    # MLflow and Kubernetes calls run in the loop's default executor; its default size
+    # (cpus + 4) queues hundreds of resources behind a few threads.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=EXECUTOR_THREADS, thread_name_prefix="mendel"))
+    settings.execution.max_workers = EXECUTOR_THREADS
     major, minor = await asyncio.to_thread(ctx.kube.server_version)
     capabilities = Capabilities.from_version(major, minor)
     ctx.config = dataclasses.replace(ctx.config, capabilities=capabilities)
     if ctx.config.metrics_port:
-        ctx.metrics.serve(ctx.config.metrics_port)
+        try:
+            ctx.metrics.serve(ctx.config.metrics_port)
+        except OSError as error:
+            raise kopf.PermanentError(
+                f"cannot serve metrics on port {ctx.config.metrics_port}: {error}") from error
     logger.info(f"API server {major}.{minor}: {capabilities}")
 
 
+async def operator_cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Free the metrics port when the operator stops."""
+    _ctx(memo).metrics.close()
+
+
 async def operator_watch_age(memo: kopf.Memo, **_: Any) -> float:
-    """Seconds since the operator last heard from a watch."""
+    """Seconds since the operator last heard from a watch (informational)."""
     return round(time.monotonic() - _ctx(memo).last_event, 1)
+
+
+async def operator_api_reachable(memo: kopf.Memo, **_: Any) -> str:
+    """The API server's version; raising makes /healthz answer 500, so a dead connection
+    to the API server fails the liveness probe instead of showing green."""
+    ctx = _ctx(memo)
+    major, minor = await asyncio.wait_for(asyncio.to_thread(ctx.kube.server_version),
+                                          timeout=PROBE_TIMEOUT)
+    return f"{major}.{minor}"
 
 
 def register(registry: kopf.OperatorRegistry, login: Any) -> None:
     """Add the operator-wide handlers; `login` returns a kopf.ConnectionInfo."""
     kopf.on.login(id="operator_login", registry=registry)(login)
     kopf.on.startup(id="operator_configure", registry=registry)(operator_configure)
+    kopf.on.cleanup(id="operator_cleanup", registry=registry)(operator_cleanup)
     kopf.on.probe(id="operator_watch_age", registry=registry)(operator_watch_age)
+    kopf.on.probe(id="operator_api_reachable", registry=registry)(operator_api_reachable)

@@ -6,11 +6,37 @@ series count does not grow with the number of resources.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter as Tally
+from collections.abc import Iterator
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = ["Metrics"]
+
+
+class _PhaseCollector(Collector):
+    """`mendel_resources`, counted from the phase table when scraped.
+
+    Building the family at collect time means a scrape never sees a half-updated gauge
+    (clearing and re-setting a Gauge races with the HTTP thread).
+    """
+
+    def __init__(self, phases: dict[str, tuple[str, str]], lock: threading.Lock) -> None:
+        self._phases = phases
+        self._lock = lock
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            counts = Tally(self._phases.values())
+        family = GaugeMetricFamily("mendel_resources", "Run resources by kind and phase.",
+                                   labels=["kind", "phase"])
+        for (kind, phase), count in sorted(counts.items()):
+            family.add_metric([kind, phase], count)
+        yield family
 
 
 class Metrics:
@@ -18,8 +44,10 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.resources = Gauge("mendel_resources", "Run resources by kind and phase.",
-                               ["kind", "phase"], registry=self.registry)
+        self._phases: dict[str, tuple[str, str]] = {}
+        self._lock = threading.Lock()
+        self.registry.register(_PhaseCollector(self._phases, self._lock))
+        self._server: Any = None
         self.transitions = Counter("mendel_condition_transitions_total",
                                    "Condition changes (one Event each).",
                                    ["kind", "type", "status"], registry=self.registry)
@@ -31,19 +59,26 @@ class Metrics:
         self.api_errors = Counter("mendel_api_errors_total",
                                   "Failed calls to the Kubernetes API.", ["verb"],
                                   registry=self.registry)
-        self._phases: dict[str, tuple[str, str]] = {}
 
     def serve(self, port: int) -> None:
-        """Expose /metrics on the port (a daemon thread)."""
-        start_http_server(port, registry=self.registry)
+        """Expose /metrics on the port (a daemon thread) until `close`.
+
+        Raises:
+            OSError: the port is taken.
+        """
+        self._server, _ = start_http_server(port, registry=self.registry)
+
+    def close(self) -> None:
+        """Stop serving /metrics and free the port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
 
     def observe_phase(self, uid: str, kind: str, phase: str | None) -> None:
-        """Record a resource's phase (None: it is gone) and refresh the gauge."""
-        if phase is None:
-            self._phases.pop(uid, None)
-        else:
-            self._phases[uid] = (kind, phase)
-        counts = Tally(self._phases.values())
-        self.resources.clear()
-        for (k, p), n in counts.items():
-            self.resources.labels(kind=k, phase=p).set(n)
+        """Record a resource's phase (None: it is gone)."""
+        with self._lock:
+            if phase is None:
+                self._phases.pop(uid, None)
+            else:
+                self._phases[uid] = (kind, phase)
