@@ -72,6 +72,8 @@ class KubeletStandIn:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._thread:
+            self._thread.join(10)  # no Pod starts after this: _run checks _stop under the lock
         with self._lock:
             for process in self.processes.values():
                 self._terminate(process)
@@ -80,8 +82,6 @@ class KubeletStandIn:
         except ApiException as error:
             if error.status != 404:
                 raise
-        if self._thread:
-            self._thread.join(10)
 
     def kill(self, namespace: str, pod: str) -> None:
         """SIGKILL a Pod's process (it ends Failed with exit code 137)."""
@@ -115,7 +115,8 @@ class KubeletStandIn:
                 self._remove(pod)
             return
         with self._lock:
-            if key in self.started or pod.status.phase in ("Succeeded", "Failed"):
+            if (self._stop.is_set() or key in self.started
+                    or pod.status.phase in ("Succeeded", "Failed")):
                 return
             self.started.add(key)
         threading.Thread(target=self._run, args=(pod,), daemon=True).start()
@@ -151,9 +152,11 @@ class KubeletStandIn:
         argv = list(container.command or []) + list(container.args or [])
         argv = self.commands.get(argv[0], [argv[0]]) + argv[1:] if argv else ["true"]
         log = (root / "log").open("wb")
-        process = subprocess.Popen(argv, env=env, cwd=root, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
         with self._lock:
+            if self._stop.is_set():  # stopped while this Pod was being prepared
+                return
+            process = subprocess.Popen(argv, env=env, cwd=root, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
             self.processes[key] = process
         self._status(pod, "Running")
         code = process.wait()
