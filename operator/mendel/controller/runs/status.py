@@ -344,7 +344,13 @@ def _conditions(new: Mapping[str, Cond], previous: Mapping[str, Any], generation
             and (before or {}).get("lastTransitionTime") else iso(now),
             "observedGeneration": generation,
         })
-        if before is None or before.get("status") != status or before.get("reason") != reason:
-            transitions.append(Transition(kind, status, reason, message,
-                                          None if before is None else before.get("status")))
+        change = Transition(kind, status, reason, message,
+                            None if before is None else before.get("status"))
+        if before is None:
+            # A condition's first appearance is news only when it is True or a warning;
+            # "not complete yet" on a new resource is not worth an Event.
+            if status == "True" or change.warning:
+                transitions.append(change)
+        elif before.get("status") != status or before.get("reason") != reason:
+            transitions.append(change)
     return out, tuple(transitions)
