@@ -344,3 +344,24 @@ def test_operator_qdevolution_real_worker_killed_mid_run_resumes(
     assert steps.count(0.0) == 1, steps
     assert set(range(generations + 1)) <= {int(v) for v in steps}
     assert len(_runs(mlflow_server, uid)) == 1
+
+
+@pytest.mark.slow
+def test_operator_qdevolution_budget_increase_resumes_a_finished_run(
+        operator: Callable[[], OperatorThread], resources: Resources, real_node: KubeletStandIn,
+        mlflow_server: MlflowServer, tmp_path: Path, poll: Callable[..., Any]) -> None:
+    operator()
+    name = _name()
+    uid = resources.create("QDEvolution", name,
+                           micro_qdevolution(tmp_path, real_node.name, 4))["metadata"]["uid"]
+    poll(lambda: resources.status("QDEvolution", name).get("phase") == "Succeeded",
+         timeout=300, what="the first budget to finish")
+    resources.patch_spec("QDEvolution", name, {"budget": {"generations": 8}})
+    poll(lambda: len(resources.jobs(uid)) == 2, timeout=60, what="a second attempt's Job")
+    poll(lambda: resources.status("QDEvolution", name).get("progress", {}).get("step") == 8
+         and resources.status("QDEvolution", name).get("phase") == "Succeeded",
+         timeout=300, what="the raised budget to finish")
+    steps = _step_history(mlflow_server, resources.status("QDEvolution", name)["mlflow"]["runId"])
+    assert steps.count(0.0) == 1, steps  # resumed from generation 4, not restarted
+    assert set(range(9)) <= {int(v) for v in steps}
+    assert len(_runs(mlflow_server, uid)) == 1
