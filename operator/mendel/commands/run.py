@@ -51,7 +51,7 @@ def run(
     console = Console()
     resource, spec = _load(filename)
     store = Path(DEFAULT_STORE).resolve()
-    uri = tracking_uri or f"sqlite:///{store / 'mlflow.db'}"
+    uri = tracking_uri or _local_store_uri()
     if tracking_uri is None:
         store.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("MLFLOW_ARTIFACTS_DESTINATION", str(store / "artifacts"))
@@ -101,8 +101,7 @@ def lineage(
     from mendel.tracking.lineage import resolve_model_id, walk_lineage
     from mendel.workloads.progress import lineage_tree
 
-    uri = tracking_uri or os.environ.get(contract.ENV_TRACKING_URI) or \
-        f"sqlite:///{Path(DEFAULT_STORE).resolve() / 'mlflow.db'}"
+    uri = tracking_uri or os.environ.get(contract.ENV_TRACKING_URI) or _local_store_uri()
     os.environ[contract.ENV_TRACKING_URI] = uri
     client = MlflowClient(tracking_uri=uri)
     try:
@@ -111,6 +110,11 @@ def lineage(
         typer.secho(f"cannot read the lineage of {model}: {error}", fg=typer.colors.RED)
         raise typer.Exit(EXIT_FAILED) from None
     Console().print(lineage_tree(root))
+
+
+def _local_store_uri() -> str:
+    """The SQLite MLflow store `mendel run` writes to by default."""
+    return f"sqlite:///{Path(DEFAULT_STORE).resolve() / 'mlflow.db'}"
 
 
 def _load(path: Path) -> tuple[dict[str, Any], Any]:

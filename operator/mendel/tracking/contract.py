@@ -9,6 +9,11 @@ can drift from the other silently.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = [
     "ENV_KIND",
     "ENV_NAME",
@@ -48,6 +53,7 @@ __all__ = [
     "SPEC_FILE",
     "TERMINATION_LOG_PATH",
     "best_metric",
+    "spec_hash",
     "secret_env",
 ]
 
@@ -111,3 +117,10 @@ def secret_env(path: str) -> str:
 def best_metric(task: str) -> str:
     """Metric holding the best score so far on one task."""
     return f"qd/best/{task}"
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    """Short digest of a spec as written (keys sorted), tagged as TAG_SPEC_HASH by the
+    operator and by a workload that creates its parent run itself: both must agree."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -7,8 +7,6 @@ resource's uid tag first, so a retry or a second `mendel run` never makes a dupl
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,17 +16,11 @@ from typing import Any
 from mendel.tracking import contract
 from mendel.tracking.runs import ensure_parent_run, experiment_name, make_client
 
-__all__ = ["RunContext", "WorkloadError", "spec_hash"]
+__all__ = ["RunContext", "WorkloadError"]
 
 
 class WorkloadError(Exception):
     """A workload cannot run with what it was given (exit code 2: do not retry)."""
-
-
-def spec_hash(spec: Mapping[str, Any]) -> str:
-    """Short stable hash of a spec, tagged on runs to tell spec versions apart."""
-    blob = json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 @dataclass
@@ -70,12 +62,13 @@ class RunContext:
         kind, name = str(resource["kind"]), str(meta["name"])
         namespace = str(meta.get("namespace") or "local")
         spec = resource.get("spec") or {}
-        uid = uid or str(meta.get("uid") or f"local-{spec_hash({'k': kind, 'n': name, 's': spec})}")
+        local_uid = f"local-{contract.spec_hash({'k': kind, 'n': name, 's': spec})}"
+        uid = uid or str(meta.get("uid") or local_uid)
         tracking = (spec.get("tracking") or {}).get("mlflow") or {}
         tags = {
             contract.TAG_KIND: kind, contract.TAG_NAMESPACE: namespace, contract.TAG_NAME: name,
             contract.TAG_UID: uid, contract.TAG_GENERATION: str(meta.get("generation", 1)),
-            contract.TAG_SPEC_HASH: spec_hash(spec),
+            contract.TAG_SPEC_HASH: contract.spec_hash(spec),
         }
         client = make_client(tracking_uri)
         snapshot = ensure_parent_run(

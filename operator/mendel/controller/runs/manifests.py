@@ -100,7 +100,7 @@ def config_map(inputs: JobInputs, spec: dict[str, Any]) -> dict[str, Any]:
     """The spec snapshot of one attempt: the resource as YAML, immutable once created."""
     run = inputs.run
     meta = metadata(inputs, naming.ROLE_SPEC, inputs.name(naming.ROLE_SPEC))
-    meta["annotations"][naming.ANNOTATION_SPEC_HASH] = specs.spec_hash(spec)
+    meta["annotations"][naming.ANNOTATION_SPEC_HASH] = contract.spec_hash(spec)
     document = {
         "apiVersion": API_VERSION,
         "kind": run.kind,

@@ -18,7 +18,6 @@ from typing import Any
 from mendel.api.envelope import SpecEnvelope
 from mendel.api.kinds import KINDS
 from mendel.api.validation import InvalidResource, parse_spec
-from mendel.controller.runs import specs
 from mendel.controller.runs.apply import KubeError
 from mendel.controller.runs.manifests import RunRef
 from mendel.controller.runs.observed import Observed
@@ -75,7 +74,7 @@ async def _tracking(ctx: OperatorContext, ref: RunRef, spec: SpecEnvelope,
         contract.TAG_KIND: ref.kind, contract.TAG_NAMESPACE: ref.namespace,
         contract.TAG_NAME: ref.name, contract.TAG_UID: ref.uid,
         contract.TAG_GENERATION: str(ref.generation),
-        contract.TAG_SPEC_HASH: specs.spec_hash(dict(spec_wire)),
+        contract.TAG_SPEC_HASH: contract.spec_hash(dict(spec_wire)),
     }
     try:
         return await asyncio.to_thread(

@@ -7,10 +7,7 @@ reducer stay kind-agnostic.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -28,7 +25,6 @@ __all__ = [
     "role_resources",
     "secret_key_refs",
     "secret_refs",
-    "spec_hash",
 ]
 
 
@@ -62,12 +58,6 @@ def procs_per_node(spec: SpecEnvelope) -> int:
     if isinstance(spec, CompressorTrainingSpec):
         return spec.distribution.num_proc_per_node
     return 1
-
-
-def spec_hash(spec: dict[str, Any]) -> str:
-    """A short digest of the spec as written (keys sorted), for MLflow tags and snapshots."""
-    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def secret_refs(spec: ApiModel) -> list[str]:
