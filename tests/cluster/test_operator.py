@@ -8,7 +8,10 @@ it exists. Every wait is bounded.
 
 from __future__ import annotations
 
+import socket
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -266,6 +269,125 @@ def test_operator_mlflow_down_then_back(
          == "True", timeout=60, what="TrackingReady=True again")
 
 
+def _run_status(server: MlflowServer, run_id: str) -> str:
+    return str(MlflowClient(server.uri).get_run(run_id).info.status)
+
+
+@pytest.mark.parametrize(("exit_code", "phase", "mlflow_status"), [
+    pytest.param(0, "Succeeded", "FINISHED", id="succeeded"),
+    pytest.param(1, "Failed", "FAILED", id="failed"),
+])
+def test_operator_ends_the_parent_run_with_the_outcome_once(
+        exit_code: int, phase: str, mlflow_status: str, operator: Callable[[], OperatorThread],
+        resources: Resources, kubelet: KubeletStandIn, mlflow_server: MlflowServer,
+        poll: Callable[..., Any]) -> None:
+    operator()
+    name = _name()
+    spec = spec_for("QDEvolution", kubelet.name, runPolicy={"backoffLimit": 0})
+    spec["podTemplatePatch"]["env"].append({"name": "FAKE_EXIT_CODE", "value": str(exit_code)})
+    resources.create("QDEvolution", name, spec)
+    poll(lambda: resources.status("QDEvolution", name).get("phase") == phase, timeout=90,
+         what=phase)
+    run_id = resources.status("QDEvolution", name)["mlflow"]["runId"]
+    poll(lambda: _run_status(mlflow_server, run_id) == mlflow_status, timeout=30,
+         what=f"the parent run to end {mlflow_status}")
+    ended = MlflowClient(mlflow_server.uri).get_run(run_id).info.end_time
+    resources.delete("QDEvolution", name)
+    poll(lambda: resources.get("QDEvolution", name) is None, timeout=60,
+         what="the resource to go")
+    after = MlflowClient(mlflow_server.uri).get_run(run_id).info
+    assert (after.status, after.end_time) == (mlflow_status, ended)  # not re-ended as KILLED
+
+
+class _Listener:
+    """A loopback TCP listener that counts connections: proof that nothing was sent."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.accepted = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_operator_refuses_tracking_servers_outside_its_allow_list(
+        operator: Callable[[], OperatorThread], resources: Resources, kubelet: KubeletStandIn,
+        tmp_path: Path, poll: Callable[..., Any]) -> None:
+    operator()
+    listener = _Listener()
+    database = tmp_path / "stolen.db"
+    try:
+        for uri in (listener.uri, f"sqlite:///{database}"):
+            name = _name()
+            spec = spec_for("QDEvolution", kubelet.name)
+            spec["tracking"] = {"mlflow": {"trackingUri": uri}}
+            uid = resources.create("QDEvolution", name, spec)["metadata"]["uid"]
+            failed = poll(lambda n=name: (c := resources.condition("QDEvolution", n, "Failed"))
+                          and c.get("status") == "True" and c, timeout=60, what="Failed=True")
+            assert "spec.tracking.mlflow.trackingUri" in failed["message"]
+            assert "not a tracking server this operator may use" in failed["message"]
+            assert resources.jobs(uid) == []
+        assert listener.accepted == 0
+        assert not database.exists()
+    finally:
+        listener.close()
+
+
+def test_operator_reports_why_a_job_cannot_create_its_pods(
+        operator: Callable[[], OperatorThread], resources: Resources, kubelet: KubeletStandIn,
+        poll: Callable[..., Any]) -> None:
+    operator()
+    name = _name()
+    spec = spec_for("QDEvolution", kubelet.name)
+    spec["podTemplatePatch"]["serviceAccountName"] = "no-such-account"
+    resources.create("QDEvolution", name, spec)
+    running = poll(lambda: (c := resources.condition("QDEvolution", name, "Running"))
+                   and c.get("reason") == "FailedCreate" and c, timeout=90,
+                   what="Running=False/FailedCreate")
+    assert "no-such-account" in running["message"]
+    assert resources.status("QDEvolution", name)["phase"] == "Pending"
+    poll(lambda: any(e.reason == "FailedCreate" and e.type == "Warning"
+                     for e in resources.events(name)), timeout=30, what="a FailedCreate Event")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(f"dotted.{uuid.uuid4().hex[:6]}", id="dots"),
+    pytest.param("x" * 58 + uuid.uuid4().hex[:6], id="64-characters"),
+])
+def test_operator_fails_names_its_children_cannot_carry_once(
+        name: str, operator: Callable[[], OperatorThread], resources: Resources,
+        kubelet: KubeletStandIn, poll: Callable[..., Any]) -> None:
+    operator()
+    uid = resources.create("QDEvolution", name,
+                           spec_for("QDEvolution", kubelet.name))["metadata"]["uid"]
+    failed = poll(lambda: (c := resources.condition("QDEvolution", name, "Failed"))
+                  and c.get("status") == "True" and c, timeout=60, what="Failed=True")
+    assert failed["message"].startswith("metadata.name: must be a DNS-1035 label")
+    assert "at most 40 characters" in failed["message"]
+    time.sleep(7)  # two more reconcile periods: no retry, no second Event, no child
+    assert resources.jobs(uid) == [] and resources.config_maps(uid) == []
+    warnings = [e for e in resources.events(name) if e.reason == "InvalidSpec"]
+    assert len(warnings) == 1 and (warnings[0].count or 1) == 1
+
 
 def micro_qdevolution(root: Path, node: str, generations: int) -> dict[str, Any]:
     """A QDEvolution over micro models (made here) that the real worker runs in seconds."""
@@ -365,3 +487,6 @@ def test_operator_qdevolution_budget_increase_resumes_a_finished_run(
     assert steps.count(0.0) == 1, steps  # resumed from generation 4, not restarted
     assert set(range(9)) <= {int(v) for v in steps}
     assert len(_runs(mlflow_server, uid)) == 1
+    run_id = resources.status("QDEvolution", name)["mlflow"]["runId"]
+    poll(lambda: _run_status(mlflow_server, run_id) == "FINISHED", timeout=30,
+         what="the resumed run to end FINISHED again")

@@ -137,6 +137,14 @@ class RoleResources(ApiModel):
         max_length=32,
         pattern=_QUANTITY,
     )
+    ephemeral_storage: str = Field(
+        default="64Gi",
+        description="Node-local scratch disk per Pod (requested, and the size limit of its "
+        "/tmp volume): models are downloaded and checkpoints staged there, since the "
+        "container's root filesystem is read-only. Size it for the models of the run.",
+        max_length=32,
+        pattern=_QUANTITY,
+    )
 
 
 class RegisteredModel(ApiModel):

@@ -122,6 +122,12 @@ class Volume(ApiModel):
         return self
 
 
+# Mounted by the operator into every worker: the spec snapshot, the writable scratch
+# space (the root filesystem is read-only) and /dev/shm.
+RESERVED_VOLUMES = frozenset({"mendel-spec", "mendel-scratch", "dshm"})
+RESERVED_MOUNT_PATHS = frozenset({"/etc/mendel/spec", "/tmp", "/dev/shm"})
+
+
 class VolumeMount(ApiModel):
     """Where a volume appears in the workload's container."""
 
@@ -174,7 +180,17 @@ class PodTemplatePatch(ApiModel):
     @model_validator(mode="after")
     def _mounts_name_volumes(self) -> PodTemplatePatch:
         known = {v.name for v in self.volumes}
+        for index, volume in enumerate(self.volumes):
+            if volume.name in RESERVED_VOLUMES:
+                raise FieldValueError(
+                    f"volumes[{index}].name", f"'{volume.name}' is reserved for the operator's "
+                    f"own volumes ({', '.join(sorted(RESERVED_VOLUMES))}); pick another name")
         for index, mount in enumerate(self.volume_mounts):
+            if mount.mount_path.rstrip("/") in RESERVED_MOUNT_PATHS:
+                raise FieldValueError(
+                    f"volumeMounts[{index}].mountPath",
+                    f"'{mount.mount_path}' is where the operator mounts its own volumes "
+                    f"({', '.join(sorted(RESERVED_MOUNT_PATHS))}); mount below or elsewhere")
             if mount.name not in known:
                 raise FieldValueError(
                     f"volumeMounts[{index}].name",

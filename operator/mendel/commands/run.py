@@ -45,6 +45,7 @@ def run(
     """Run an experiment here, without a cluster; re-running the same manifest resumes it."""
     from rich.console import Console
 
+    from mendel.tracking.runs import end_run, reopen_run
     from mendel.workloads.context import RunContext
     from mendel.workloads.progress import run_with_progress
 
@@ -60,7 +61,16 @@ def run(
     ctx = RunContext.open(resource, tracking_uri=uri,
                           work_dir=work_dir or store / "runs" / name)
     console.print(f"[bold]{resource['kind']}/{name}[/]: MLflow run {ctx.run_id} ({uri})")
-    summary = run_with_progress(resource["kind"], spec, ctx, console)
+    reopen_run(ctx.client, ctx.run_id)  # a second `mendel run` resumes the same run
+    outcome = "FAILED"
+    try:
+        summary = run_with_progress(resource["kind"], spec, ctx, console)
+        outcome = "FINISHED"
+    except KeyboardInterrupt:
+        outcome = "KILLED"
+        raise
+    finally:
+        end_run(ctx.client, ctx.run_id, outcome)
     console.print_json(json.dumps(summary, default=str))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Capabilities", "OperatorConfig"]
+__all__ = ["Capabilities", "OperatorConfig", "normalize_uri"]
 
 DEFAULT_IMAGE = "ghcr.io/mendel-dev/mendel-worker:0.1.0"
 
@@ -50,3 +50,23 @@ class OperatorConfig:
     capabilities: Capabilities = field(default_factory=Capabilities)
     request_timeout: float = 30.0
     watch_timeout: int = 300
+    allowed_tracking_uris: tuple[str, ...] | None = None
+    """The only MLflow servers the operator connects to (its credentials go there).
+
+    None means just `tracking_uri`. A resource's spec.tracking.mlflow.trackingUri outside
+    this list is refused, so a user cannot aim the operator's token or file writes (a
+    `sqlite:///` path) anywhere the platform team did not choose."""
+    worker_service_account: str | None = None
+    """ServiceAccount of worker Pods whose resource names none (a token-less account)."""
+
+    def tracking_allowed(self, uri: str) -> bool:
+        """Whether the operator may talk to this tracking server."""
+        allowed = self.allowed_tracking_uris
+        if allowed is None:
+            allowed = (self.tracking_uri,) if self.tracking_uri else ()
+        return normalize_uri(uri) in {normalize_uri(a) for a in allowed}
+
+
+def normalize_uri(uri: str) -> str:
+    """A tracking URI compared without surrounding blanks or a trailing slash."""
+    return uri.strip().rstrip("/")

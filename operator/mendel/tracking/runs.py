@@ -19,8 +19,11 @@ from typing import Any
 
 from mendel.tracking import contract
 
-__all__ = ["RunSnapshot", "TrackingUnavailable", "end_run", "ensure_parent_run",
-           "experiment_name", "make_client", "read_run", "run_url"]
+__all__ = ["TERMINAL_STATUSES", "RunSnapshot", "TrackingUnavailable", "end_run",
+           "ensure_parent_run", "experiment_name", "make_client", "read_run", "reopen_run",
+           "run_url"]
+
+TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
 class TrackingUnavailable(Exception):
@@ -116,19 +119,45 @@ def read_run(client: Any, run_id: str, base_url: str | None = None) -> RunSnapsh
     return _snapshot(run, base_url)
 
 
-def end_run(client: Any, run_id: str, status: str = "KILLED") -> None:
-    """Mark a run terminated (KILLED when its resource is deleted); no-op if already ended.
+def end_run(client: Any, run_id: str, status: str = "KILLED") -> bool:
+    """End a run with `status` (FINISHED, FAILED or KILLED), unless it has ended already.
+
+    The first end wins: a run that FINISHED stays FINISHED when its resource is deleted
+    later, so MLflow keeps the outcome the run actually had.
+
+    Returns:
+        Whether this call ended the run.
 
     Raises:
         TrackingUnavailable: MLflow cannot be reached.
     """
     try:
         run = _get(client, run_id)
-        if run is None or run.info.status in ("FINISHED", "FAILED", "KILLED"):
-            return
+        if run is None or run.info.status in TERMINAL_STATUSES:
+            return False
         client.set_terminated(run_id, status=status)
     except Exception as error:
         raise TrackingUnavailable(_describe(error)) from error
+    return True
+
+
+def reopen_run(client: Any, run_id: str) -> bool:
+    """Mark an ended run RUNNING again (a finished run resumed with a larger budget).
+
+    Returns:
+        Whether the run had ended and was reopened.
+
+    Raises:
+        TrackingUnavailable: MLflow cannot be reached.
+    """
+    try:
+        run = _get(client, run_id)
+        if run is None or run.info.status not in TERMINAL_STATUSES:
+            return False
+        client.update_run(run_id, status="RUNNING")
+    except Exception as error:
+        raise TrackingUnavailable(_describe(error)) from error
+    return True
 
 
 def _get(client: Any, run_id: str) -> Any | None:

@@ -3,6 +3,7 @@ run policy, security, the spec snapshot and multi-node torchrun wiring."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -142,6 +143,47 @@ def test_security_context_is_restricted() -> None:
     ctx = _container(job)["securityContext"]
     assert ctx["allowPrivilegeEscalation"] is False
     assert ctx["capabilities"] == {"drop": ["ALL"]}
+    assert ctx["readOnlyRootFilesystem"] is True
+
+
+def test_worker_pods_get_no_api_token_and_the_operators_worker_account() -> None:
+    pod = manifests.driver_job(inputs())["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in pod  # the namespace default, still without a token
+    pod = manifests.driver_job(inputs(service_account="mendel-worker"))["spec"]["template"]
+    assert pod["spec"]["serviceAccountName"] == "mendel-worker"
+    own = inputs(service_account="mendel-worker",
+                 spec={"podTemplatePatch": {"serviceAccountName": "trainer"}})
+    assert manifests.driver_job(own)["spec"]["template"]["spec"]["serviceAccountName"] \
+        == "trainer"
+
+
+def test_worker_scratch_is_a_sized_volume_with_an_ephemeral_storage_request() -> None:
+    job = manifests.driver_job(inputs(spec={"resources": {"driver": {
+        "gpus": 0, "cpu": "1", "memory": "2Gi", "ephemeralStorage": "20Gi"}}}))
+    pod, container = job["spec"]["template"]["spec"], _container(job)
+    assert container["resources"]["requests"]["ephemeral-storage"] == "20Gi"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[manifests.SCRATCH_VOLUME] == {"name": manifests.SCRATCH_VOLUME,
+                                                 "emptyDir": {"sizeLimit": "20Gi"}}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts["/tmp"] == manifests.SCRATCH_VOLUME
+    assert _env(job)["HOME"] == "/tmp" and _env(job)["TMPDIR"] == "/tmp"
+
+
+@pytest.mark.parametrize(("patch", "field"), [
+    pytest.param({"volumes": [{"name": "mendel-scratch", "emptyDir": "1Gi"}]},
+                 "volumes[0].name", id="reserved-volume"),
+    pytest.param({"volumes": [{"name": "v", "emptyDir": "1Gi"}],
+                  "volumeMounts": [{"name": "v", "mountPath": "/tmp/"}]},
+                 "volumeMounts[0].mountPath", id="reserved-path"),
+])
+def test_pod_template_patch_cannot_take_the_operators_volumes(patch: dict[str, Any],
+                                                              field: str) -> None:
+    from mendel.api.validation import InvalidResource
+
+    with pytest.raises(InvalidResource, match=re.escape(f"spec.podTemplatePatch.{field}")):
+        inputs(spec={"podTemplatePatch": patch})
 
 
 def test_pod_template_patch_is_applied() -> None:

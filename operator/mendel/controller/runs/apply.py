@@ -95,8 +95,33 @@ class KubeGateway:
             raise KubeError("patch", f"{plural}/{name} status", error.status,
                             str(error.reason)) from error
 
+    def job_create_failures(self, namespace: str, names: Iterable[str],
+                            ) -> dict[str, tuple[str, str]]:
+        """Job name -> (reason, message) of its latest Warning Event, for Jobs that have one.
+
+        One list per Job, selected by the server (involvedObject fields), newest last.
+        """
+        failures: dict[str, tuple[str, str]] = {}
+        for name in names:
+            self.requests += 1
+            selector = f"involvedObject.kind=Job,involvedObject.name={name},type=Warning"
+            try:
+                events = self._core.list_namespaced_event(namespace, field_selector=selector)
+            except ApiException as error:
+                raise KubeError("list", f"Events of Job {name}", error.status,
+                                str(error.reason)) from error
+            if events.items:
+                latest = max(events.items, key=_event_time)
+                failures[name] = (str(latest.reason or "Warning"), str(latest.message or ""))
+        return failures
+
     def server_version(self) -> tuple[str, str]:
         """(major, minor) of the API server."""
         self.requests += 1
         info = client.VersionApi(self._core.api_client).get_code()
         return str(info.major), str(info.minor)
+
+
+def _event_time(event: Any) -> str:
+    when = event.last_timestamp or event.event_time or event.metadata.creation_timestamp
+    return when.isoformat() if when is not None else ""

@@ -22,6 +22,8 @@ __all__ = ["JobInputs", "RunRef", "config_map", "driver_job", "job", "metadata",
            "pod_template"]
 
 SPEC_MOUNT = "/etc/mendel/spec"
+SCRATCH_MOUNT = "/tmp"
+SCRATCH_VOLUME = "mendel-scratch"
 SHM_VOLUME = "dshm"
 SPEC_VOLUME = "mendel-spec"
 CONTAINER = "worker"
@@ -52,6 +54,8 @@ class JobInputs:
     capabilities: Capabilities = field(default_factory=Capabilities)
     deadline_seconds: int | None = None
     budget: int | None = None
+    service_account: str | None = None
+    """The operator's worker ServiceAccount, used when the resource names none."""
 
     @property
     def output_uri(self) -> str:
@@ -175,11 +179,14 @@ def pod_template(inputs: JobInputs, role: str,
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        # The worker never calls the Kubernetes API: it gets no token to leak.
+        "automountServiceAccountToken": False,
         "containers": [_container(inputs, role, extra_env or [])],
         "volumes": _volumes(inputs),
     }
-    if patch.service_account_name:
-        pod["serviceAccountName"] = patch.service_account_name
+    service_account = patch.service_account_name or inputs.service_account
+    if service_account:
+        pod["serviceAccountName"] = service_account
     if spec.scheduling.node_selector:
         pod["nodeSelector"] = dict(spec.scheduling.node_selector)
     if spec.scheduling.tolerations:
@@ -205,6 +212,7 @@ def _container(inputs: JobInputs, role: str, extra_env: list[dict[str, Any]]) ->
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
@@ -236,6 +244,9 @@ def _env(inputs: JobInputs, role: str) -> list[dict[str, Any]]:
         contract.ENV_SPEC_PATH: f"{SPEC_MOUNT}/{contract.SPEC_FILE}",
         contract.ENV_TERMINATION_LOG: contract.TERMINATION_LOG_PATH,
         contract.ENV_ROLE: role,
+        # Caches (Hugging Face, torch, pip) follow HOME; /tmp is the writable scratch volume.
+        "HOME": SCRATCH_MOUNT,
+        "TMPDIR": SCRATCH_MOUNT,
     }
     mine = [{"name": k, "value": v} for k, v in ours.items()]
     # Later entries win on duplicate names: the contract cannot be overridden by the patch.
@@ -244,7 +255,8 @@ def _env(inputs: JobInputs, role: str) -> list[dict[str, Any]]:
 
 def _resources(spec: SpecEnvelope) -> dict[str, Any]:
     role = specs.role_resources(spec)
-    requests: dict[str, str] = {"cpu": role.cpu, "memory": role.memory}
+    requests: dict[str, str] = {"cpu": role.cpu, "memory": role.memory,
+                                "ephemeral-storage": role.ephemeral_storage}
     limits: dict[str, str] = {"memory": role.memory}
     if role.gpus:
         requests[role.gpu_resource] = str(role.gpus)
@@ -253,10 +265,12 @@ def _resources(spec: SpecEnvelope) -> dict[str, Any]:
 
 
 def _volumes(inputs: JobInputs) -> list[dict[str, Any]]:
+    role = specs.role_resources(inputs.spec)
     volumes: list[dict[str, Any]] = [
-        {"name": SPEC_VOLUME, "configMap": {"name": inputs.name(naming.ROLE_SPEC)}}
+        {"name": SPEC_VOLUME, "configMap": {"name": inputs.name(naming.ROLE_SPEC)}},
+        {"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": role.ephemeral_storage}},
     ]
-    shm = specs.role_resources(inputs.spec).shared_memory
+    shm = role.shared_memory
     if shm:
         volumes.append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": shm}})
     for volume in inputs.spec.pod_template_patch.volumes:
@@ -275,7 +289,8 @@ def _volumes(inputs: JobInputs) -> list[dict[str, Any]]:
 
 def _mounts(spec: SpecEnvelope) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
-        {"name": SPEC_VOLUME, "mountPath": SPEC_MOUNT, "readOnly": True}
+        {"name": SPEC_VOLUME, "mountPath": SPEC_MOUNT, "readOnly": True},
+        {"name": SCRATCH_VOLUME, "mountPath": SCRATCH_MOUNT},
     ]
     if specs.role_resources(spec).shared_memory:
         mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})

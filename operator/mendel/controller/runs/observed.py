@@ -87,6 +87,9 @@ class Observed:
     jobs: tuple[JobView, ...] = ()
     pods: tuple[PodView, ...] = ()
     snapshots: tuple[SnapshotView, ...] = ()
+    create_failures: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    """Job name -> (reason, message) of the latest Warning Event of a Job that has no Pod,
+    e.g. FailedCreate when a ServiceAccount is missing (read from Events, not indexed)."""
 
 
 def _int(value: Any, default: int | None = None) -> int | None:

@@ -168,4 +168,5 @@ def _job_inputs(inputs: PlanInputs, spec: SpecEnvelope, attempt: int,
         capabilities=config.capabilities,
         deadline_seconds=deadline,
         budget=specs.budget(spec),
+        service_account=config.worker_service_account,
     )

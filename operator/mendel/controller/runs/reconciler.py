@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from mendel.api.envelope import SpecEnvelope
 from mendel.api.kinds import KINDS
-from mendel.api.validation import InvalidResource, parse_spec
+from mendel.api.validation import InvalidResource, check_name, parse_spec
+from mendel.controller.config import OperatorConfig
 from mendel.controller.runs.apply import KubeError
 from mendel.controller.runs.manifests import RunRef
 from mendel.controller.runs.observed import Observed
@@ -56,18 +58,57 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def _parse(kind: str, spec: Mapping[str, Any]) -> tuple[SpecEnvelope | None, str | None]:
+def _parse(kind: str, name: str, spec: Mapping[str, Any], config: OperatorConfig,
+           ) -> tuple[SpecEnvelope | None, str | None]:
+    """The parsed spec, or why this operator cannot run the resource at all."""
+    name_error = check_name(name)
+    if name_error:
+        return None, str(name_error)
     try:
         parsed = parse_spec(KINDS[kind], dict(spec))
     except InvalidResource as invalid:
         return None, str(invalid)
-    return (parsed, None) if isinstance(parsed, SpecEnvelope) else (None, "not a run spec")
+    if not isinstance(parsed, SpecEnvelope):
+        return None, "not a run spec"
+    refused = _tracking_refusal(parsed, config)
+    return (None, refused) if refused else (parsed, None)
+
+
+def _tracking_refusal(spec: SpecEnvelope, config: OperatorConfig) -> str | None:
+    """Why the spec's tracking server is off-limits to this operator, if it is.
+
+    Checked before any connection: the operator's MLflow credentials and its filesystem
+    (a `sqlite:///` or `file:` store) go only where the platform team pointed them.
+    """
+    uri = spec.tracking.mlflow.tracking_uri
+    if not uri or config.tracking_allowed(uri):
+        return None
+    allowed = config.allowed_tracking_uris
+    if allowed is None:
+        allowed = (config.tracking_uri,) if config.tracking_uri else ()
+    listed = ", ".join(_redacted(a) for a in allowed) or "none configured"
+    return (f"spec.tracking.mlflow.trackingUri: {_redacted(uri)!r} is not a tracking server "
+            f"this operator may use (allowed: {listed}); remove the field to use the "
+            "operator's default, or ask the platform team to add it to the operator's "
+            "allowed tracking URIs (--allowed-tracking-uri)")
+
+
+def _redacted(uri: str) -> str:
+    """The URI without user info, so a password in it never reaches status or Events."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def _tracking_uri(ctx: OperatorContext, spec: SpecEnvelope) -> str | None:
+    return spec.tracking.mlflow.tracking_uri or ctx.config.tracking_uri
 
 
 async def _tracking(ctx: OperatorContext, ref: RunRef, spec: SpecEnvelope,
                     spec_wire: Mapping[str, Any], previous: Mapping[str, Any]
                     ) -> tracking.RunSnapshot:
-    uri = spec.tracking.mlflow.tracking_uri or ctx.config.tracking_uri
+    uri = _tracking_uri(ctx, spec)
     if not uri:
         return tracking.RunSnapshot()
     tags = {
@@ -111,21 +152,73 @@ async def reconcile(ctx: OperatorContext, body: Mapping[str, Any], observed: Obs
         written = dict(body.get("status") or {})
         previous = ctx.statuses.get(ref.uid, written)
         spec_wire = dict(body.get("spec") or {})
-        spec, invalid = _parse(ref.kind, spec_wire)
+        spec, invalid = _parse(ref.kind, ref.name, spec_wire, ctx.config)
         run = tracking.RunSnapshot()
         if spec is not None:
             run = await _tracking(ctx, ref, spec, spec_wire, previous)
+        observed = await _with_create_failures(ctx, ref, observed)
         plan = plan_run(PlanInputs(run=ref, spec_wire=spec_wire, spec=spec, observed=observed,
                                    mlflow=run, previous=previous, now=datetime.now(UTC),
                                    config=ctx.config, invalid=invalid))
         api_error = await _apply(ctx, ref, plan)
         status = plan.reduced.status
+        if spec is not None:
+            await _sync_run_status(ctx, spec, run, status["phase"])
         ctx.statuses[ref.uid] = status
     ctx.metrics.observe_phase(ref.uid, ref.kind, status["phase"])
     for change in plan.reduced.transitions:
         ctx.metrics.transitions.labels(ref.kind, change.type, change.status).inc()
     ctx.metrics.reconcile_seconds.labels(ref.kind).observe(time.monotonic() - started)
     return Outcome(plan, status_patch(written, status), invalid, api_error)
+
+
+# What the parent run's MLflow status should be in each phase of the resource.
+_RUN_STATUS = {"Succeeded": "FINISHED", "Failed": "FAILED", "Pending": "RUNNING",
+               "Queued": "RUNNING", "Running": "RUNNING"}
+
+
+async def _sync_run_status(ctx: OperatorContext, spec: SpecEnvelope, run: tracking.RunSnapshot,
+                           phase: str) -> None:
+    """End the parent run with the resource's outcome, once; reopen it on a resume.
+
+    The snapshot read at the start of this pass says whether anything is to do, so a
+    steady run costs no extra request. A Suspended run keeps its MLflow status.
+    """
+    wanted = _RUN_STATUS.get(phase)
+    uri = _tracking_uri(ctx, spec)
+    if not wanted or not run.run_id or not uri or run.status == wanted:
+        return
+    client = ctx.mlflow(uri)
+    try:
+        if wanted == "RUNNING":
+            if run.status in tracking.TERMINAL_STATUSES:
+                await asyncio.to_thread(tracking.reopen_run, client, run.run_id)
+        elif run.status == "RUNNING":
+            await asyncio.to_thread(tracking.end_run, client, run.run_id, wanted)
+    except tracking.TrackingUnavailable:
+        ctx.metrics.mlflow_errors.inc()  # the next pass sees the same gap and retries
+
+
+async def _with_create_failures(ctx: OperatorContext, ref: RunRef, observed: Observed,
+                                ) -> Observed:
+    """Add why the Job controller cannot create Pods for Jobs that have none.
+
+    A Job whose Pods are refused (a missing ServiceAccount, a quota, an admission webhook)
+    says so only in Warning Events; without them the status would wait forever. Asked
+    only for live Jobs with no Pod, so a healthy run costs nothing.
+    """
+    with_pods = {p.job for p in observed.pods}
+    stuck = [j.name for j in observed.jobs
+             if not (j.finished or j.suspended or j.deleting or j.active)
+             and j.name not in with_pods]
+    if not stuck:
+        return observed
+    try:
+        failures = await asyncio.to_thread(ctx.kube.job_create_failures, ref.namespace, stuck)
+    except KubeError as error:
+        ctx.metrics.api_errors.labels(error.verb).inc()
+        return observed
+    return replace(observed, create_failures=failures) if failures else observed
 
 
 async def _apply(ctx: OperatorContext, ref: RunRef, plan: Plan) -> str | None:
@@ -141,15 +234,16 @@ async def _apply(ctx: OperatorContext, ref: RunRef, plan: Plan) -> str | None:
 
 
 async def end_tracking(ctx: OperatorContext, body: Mapping[str, Any]) -> str | None:
-    """End the resource's parent run as KILLED (it is being deleted).
+    """End the resource's parent run as KILLED (it is being deleted), unless it has ended.
 
     Returns:
         None when done (or nothing to do), else why MLflow could not be reached.
     """
     meta, spec_wire = body["metadata"], dict(body.get("spec") or {})
     ctx.metrics.observe_phase(meta["uid"], body["kind"], None)
-    spec, _ = _parse(body["kind"], spec_wire)
-    uri = (spec.tracking.mlflow.tracking_uri if spec else None) or ctx.config.tracking_uri
+    spec, _ = _parse(body["kind"], meta["name"], spec_wire, ctx.config)
+    # A refused spec falls back to the operator's own server, never the spec's.
+    uri = _tracking_uri(ctx, spec) if spec else ctx.config.tracking_uri
     previous = ctx.statuses.get(meta["uid"], dict(body.get("status") or {}))
     run_id = (previous.get("mlflow") or {}).get("runId")
     if not uri:

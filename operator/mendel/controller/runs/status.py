@@ -26,7 +26,7 @@ __all__ = ["CONDITION_TYPES", "Meta", "Reduced", "Transition", "iso", "parse_tim
 
 CONDITION_TYPES = ("Admitted", "Running", "Suspended", "Complete", "Failed", "TrackingReady")
 TERMINAL = ("Succeeded", "Failed")
-_WARNING_REASONS = {"Unschedulable", "ImmutableFieldChanged", "MLflowUnavailable"}
+_WARNING_REASONS = {"Unschedulable", "ImmutableFieldChanged", "MLflowUnavailable", "FailedCreate"}
 
 Cond = tuple[str, str, str]  # status, reason, message
 
@@ -125,7 +125,7 @@ def reduce_status(
     start = previous.get("startTime") or min(
         (j.start_time for j in jobs if j.start_time), default=None)
     derived = _derive(spec, invalid, jobs, pods, previous, expected, driver_job,
-                      _deadline_passed(spec, start, now))
+                      _deadline_passed(spec, start, now), observed.create_failures)
     conditions = dict(derived.conditions)
     conditions["Admitted"] = _admitted(spec, invalid, refused, jobs, previous, derived.phase)
     conditions["TrackingReady"] = _tracking(run)
@@ -144,7 +144,8 @@ def _deadline_passed(spec: SpecEnvelope | None, start: str | None, now: datetime
 
 def _derive(spec: SpecEnvelope | None, invalid: str | None, jobs: Sequence[JobView],
             pods: Sequence[PodView], previous: Mapping[str, Any], expected: int,
-            driver_job: str | None, deadline_passed: bool) -> _Derived:
+            driver_job: str | None, deadline_passed: bool,
+            observed_failures: Mapping[str, tuple[str, str]]) -> _Derived:
     if spec is None or invalid:
         return _terminal("Failed", ("True", "InvalidSpec", invalid or "spec is invalid"))
     failed = [j for j in jobs if j.failed_for_good]
@@ -174,7 +175,7 @@ def _derive(spec: SpecEnvelope | None, invalid: str | None, jobs: Sequence[JobVi
         restarts = sum(j.failed for j in live)
         note = f" (after {restarts} failed Pod(s))" if restarts else ""
         return _derived("Running", ("True", "Running", f"Pods are running{note}"))
-    return _derived("Pending", _pending(pods))
+    return _derived("Pending", _pending(pods, live, observed_failures))
 
 
 # False conditions of a live run carry fixed reasons: an Event is posted per reason change,
@@ -212,7 +213,13 @@ def _kept(previous: Mapping[str, Any]) -> _Derived:
     })
 
 
-def _pending(pods: Sequence[PodView]) -> Cond:
+def _pending(pods: Sequence[PodView], jobs: Sequence[JobView] = (),
+             create_failures: Mapping[str, tuple[str, str]] | None = None) -> Cond:
+    for job in jobs:
+        failure = (create_failures or {}).get(job.name)
+        if failure and not any(p.job == job.name for p in pods):
+            reason = failure[0] if failure[0].isalnum() else "FailedCreate"
+            return ("False", reason, f"Job {job.name} cannot create its Pods: {failure[1]}")
     for pod in pods:
         if pod.scheduled and pod.scheduled[0] == "False":
             reason = pod.scheduled[1] or "Unschedulable"

@@ -21,7 +21,7 @@ from mendel.controller.runs.apply import KubeGateway
 from mendel.controller.runtime import handlers as runtime_handlers
 from mendel.controller.runtime.context import OperatorContext
 
-__all__ = ["build_registry", "kube_configuration", "run"]
+__all__ = ["bearer_token", "build_registry", "kube_configuration", "run"]
 
 # MLflow's client defaults (120 s timeout, 5 retries with backoff) would stall a reconcile
 # for minutes while the server is down; the operator wants a fast "not now".
@@ -40,11 +40,26 @@ def kube_configuration(kubeconfig: Path | None) -> client.Configuration:
     return cfg
 
 
+def bearer_token(cfg: client.Configuration) -> str | None:
+    """The bare token of a client configuration, whatever its header's prefix.
+
+    A kubeconfig stores `Bearer <token>` under `authorization`; the in-cluster loader
+    stores `bearer <token>` (lower case) under `BearerToken`. Kopf adds its own `Bearer `,
+    so the scheme is stripped case-insensitively (RFC 7235: auth schemes are).
+    """
+    keys = cfg.api_key or {}
+    header = (keys.get("authorization") or keys.get("BearerToken") or "").strip()
+    scheme, _, rest = header.partition(" ")
+    token = rest.strip() if scheme.lower() == "bearer" else header
+    return token or None
+
+
 def _login(cfg: client.Configuration) -> Any:
     async def operator_login(**_: Any) -> kopf.ConnectionInfo:
-        keys = cfg.api_key or {}
-        header = keys.get("authorization") or keys.get("BearerToken") or ""
-        token = header.removeprefix("Bearer ") or None
+        # Kopf logs in again after a 401: re-read a rotated in-cluster token file first.
+        if cfg.refresh_api_key_hook is not None:
+            cfg.refresh_api_key_hook(cfg)
+        token = bearer_token(cfg)
         return kopf.ConnectionInfo(
             server=cfg.host, ca_path=cfg.ssl_ca_cert, insecure=not cfg.verify_ssl,
             token=token, certificate_path=cfg.cert_file, private_key_path=cfg.key_file,
