@@ -46,7 +46,8 @@ class KubeletStandIn:
                  workdir: Path | None = None) -> None:
         self.core = client.CoreV1Api(api)
         self.name = f"mendel-kubelet-{uuid.uuid4().hex[:8]}"
-        self.capacity = {"cpu": "16", "memory": "64Gi", "pods": "110", **(capacity or {})}
+        self.capacity = {"cpu": "16", "memory": "64Gi", "ephemeral-storage": "500Gi",
+                         "pods": "110", **(capacity or {})}
         self.commands = commands or {}
         self.extra_env = env or {}
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kubelet-"))
