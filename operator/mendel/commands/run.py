@@ -78,6 +78,7 @@ def worker() -> None:
     """Run the workload of a driver Pod, as configured by the operator's environment."""
     from mendel.workloads.context import RunContext, WorkloadError
     from mendel.workloads.dispatch import run_workload
+    from mendel.workloads.progress import progress_lines
 
     path = os.environ.get(contract.ENV_SPEC_PATH)
     if not path:
@@ -88,7 +89,10 @@ def worker() -> None:
                     or Path(tempfile.gettempdir()) / "mendel" / identity)
     try:
         ctx = RunContext.from_environment(resource, work_dir)
-        summary = run_workload(resource["kind"], spec, ctx)
+        print(f"{resource['kind']}/{resource['metadata']['name']}: MLflow run {ctx.run_id}",
+              flush=True)
+        summary = run_workload(resource["kind"], spec, ctx,
+                               progress_lines(lambda line: print(line, flush=True)))
     except WorkloadError as error:
         _terminate({"error": str(error)}, EXIT_INVALID)
     except Exception as error:  # reported to the operator through the termination message

@@ -3,6 +3,9 @@ an ancestry tree."""
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -14,7 +17,7 @@ from mendel.tracking.lineage import LineageNode
 from mendel.workloads.context import RunContext
 from mendel.workloads.dispatch import run_workload
 
-__all__ = ["lineage_tree", "run_with_progress", "summary_table"]
+__all__ = ["lineage_tree", "progress_lines", "run_with_progress", "summary_table"]
 
 
 def run_with_progress(kind: str, spec: Any, ctx: RunContext, console: Console) -> dict[str, Any]:
@@ -32,6 +35,31 @@ def run_with_progress(kind: str, spec: Any, ctx: RunContext, console: Console) -
         result = run_workload(kind, spec, ctx, on_summary)
     console.print(summary_table(result))
     return result
+
+
+def progress_lines(write: Callable[[str], None], *, every_seconds: float = 15.0,
+                   clock: Callable[[], float] = time.monotonic) -> Callable[[Any], None]:
+    """A progress callback that writes one plain line now and then, for `kubectl logs`.
+
+    A Pod has no terminal for a progress bar; a line per tenth of the budget, or per
+    `every_seconds` (whichever comes first), shows a run is alive without flooding logs.
+    """
+    last = {"time": -math.inf, "tenth": -1}
+
+    def on_summary(summary: Any) -> None:
+        total = summary.total or 0
+        tenth = int(10 * summary.generation / total) if total else 0
+        now = clock()
+        done = bool(total) and summary.generation >= total
+        if not done and tenth == last["tenth"] and now - last["time"] < every_seconds:
+            return
+        last.update(time=now, tenth=tenth)
+        share = f" ({summary.generation / total:.0%})" if total else ""
+        best = " ".join(f"{t}={s:.3f}" for t, s in summary.best.items())
+        write(f"generation {summary.generation}/{total or '?'}{share}: "
+              f"coverage {summary.coverage:.1%}, best {best}")
+
+    return on_summary
 
 
 def summary_table(result: dict[str, Any]) -> Table:
