@@ -2,15 +2,18 @@
 # A real, local Kubernetes control plane for Mendel's integration tests.
 #
 # etcd (Debian's etcd-server) plus kube-apiserver, kube-controller-manager and kube-scheduler
-# v1.20.2, built from Debian's `kubernetes` source package. No Docker, no kubelet, no
-# prebuilt binaries: everything comes from Debian and is compiled here, once, into a cache
-# outside the repository. See docs/control-plane.md.
+# v1.20.2, built from Debian's `kubernetes` source package. No Docker, no prebuilt binaries:
+# everything comes from Debian and is compiled here, once, into a cache outside the
+# repository. No kubelet either, unless `install-kubelet` builds one from the same tree for
+# hack/node.sh. See docs/control-plane.md.
 #
 #   hack/control-plane.sh install      install packages, fetch the source, build (cached)
 #   hack/control-plane.sh start DIR    start a plane with all its state in DIR, print DIR/kubeconfig
 #   hack/control-plane.sh stop DIR     stop the processes recorded in DIR
 #   hack/control-plane.sh status       where the binaries are and whether they are built
 #   hack/control-plane.sh path         print the binary directory (exit 1 if not built)
+#   hack/control-plane.sh install-kubelet   also build kubelet from the same tree (for hack/node.sh)
+#   hack/control-plane.sh status-kubelet    exit 0 when kubelet is built for this source
 #
 # Environment:
 #   MENDEL_K8S_CACHE        cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/mendel/k8s-1.20.2);
@@ -32,12 +35,20 @@ readonly BUILD_REV=2
 readonly CACHE_KEY="$ORIG_SHA256 rev$BUILD_REV"
 readonly APT_PACKAGES=(golang-go etcd-server rsync golang-github-modern-go-reflect2-dev openssl curl ca-certificates)
 readonly COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler)
-readonly CONTROLLERS=job,garbagecollector,namespace,serviceaccount-token,serviceaccount
+# deployment/replicaset: Helm-installed Deployments get Pods; persistentvolume-binder: hostPath
+# PersistentVolumes bind to claims (both used with the real node, hack/node.sh). The binder
+# resyncs every 2 s, not 15: a claim made right after its volume binds on a resync.
+readonly CONTROLLERS=job,garbagecollector,namespace,serviceaccount-token,serviceaccount,deployment,replicaset,persistentvolume-binder
+# kubelet is built on demand only (hack/node.sh), with its own stamp, so that the three
+# components' cache key is untouched. Bump when its build changes.
+readonly KUBELET_REV=1
+readonly KUBELET_KEY="$CACHE_KEY kubelet-rev$KUBELET_REV"
 readonly ADMIN_TOKEN=mendel-admin-token
 
 CACHE=${MENDEL_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mendel/k8s-${K8S_VERSION}}
 BIN=$CACHE/bin
 STAMP=$BIN/.cache-key
+KUBELET_STAMP=$BIN/.kubelet-cache-key
 
 log() { printf '[control-plane] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -58,6 +69,8 @@ is_built() {
   local c
   for c in "${COMPONENTS[@]}"; do [[ -x $BIN/$c ]] || return 1; done
 }
+
+kubelet_built() { [[ -x $BIN/kubelet && -f $KUBELET_STAMP && $(cat "$KUBELET_STAMP") == "$KUBELET_KEY" ]]; }
 
 runtime_ready() {
   is_built && [[ -n $(etcd_bin) ]] && command -v openssl >/dev/null && command -v curl >/dev/null
@@ -113,7 +126,8 @@ go_env() {
   if [[ -x /usr/lib/go/bin/go ]]; then export PATH=/usr/lib/go/bin:$PATH; fi
 }
 
-build() {
+# prepare_tree: the tree at its GOPATH location, with generated files; cd's into it.
+prepare_tree() {
   go_env
   local pkgdir=$GOPATH/src/k8s.io
   mkdir -p "$pkgdir"
@@ -135,16 +149,25 @@ build() {
     done
     log "generated files ready ($(since "$t0") s)"
   fi
+}
 
-  # Version stamps, as upstream's hack/lib/version.sh sets them. Both packages matter:
-  # component-base feeds `--version` and the apiserver's log, client-go's feeds the
-  # aggregator, which is what answers GET /version.
+# Version stamps, as upstream's hack/lib/version.sh sets them. Both packages matter:
+# component-base feeds `--version` and the apiserver's log, client-go's feeds the
+# aggregator, which is what answers GET /version.
+version_ldflags() {
   local ldflags="-s -w" pkg
   for pkg in client-go/pkg/version component-base/version; do
     pkg=k8s.io/kubernetes/vendor/k8s.io/$pkg
     ldflags+=" -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=20"
     ldflags+=" -X $pkg.gitTreeState=clean"
   done
+  echo "$ldflags"
+}
+
+build() {
+  prepare_tree
+  local t0; t0=$(now)
+  local ldflags; ldflags=$(version_ldflags)
   mkdir -p "$BIN"
   rm -f "$STAMP"
   local c
@@ -155,6 +178,18 @@ build() {
     log "built $c (at $(since "$t0") s)"
   done
   echo "$CACHE_KEY" >"$STAMP"
+}
+
+build_kubelet() {
+  prepare_tree
+  local t0; t0=$(now)
+  mkdir -p "$BIN"
+  rm -f "$KUBELET_STAMP"
+  # -p 1: kubelet's link step is memory-hungry and the machines this runs on are small.
+  go build -p 1 -ldflags "$(version_ldflags)" -o "$BIN/.kubelet.tmp" ./cmd/kubelet
+  mv "$BIN/.kubelet.tmp" "$BIN/kubelet"
+  echo "$KUBELET_KEY" >"$KUBELET_STAMP"
+  log "built kubelet ($(since "$t0") s)"
 }
 
 cmd_install() {
@@ -174,6 +209,25 @@ cmd_install() {
   fi
   runtime_ready || die "install finished but the runtime is incomplete"
   log "installed: $BIN (total $(since "$t0") s)"
+}
+
+cmd_install_kubelet() {
+  local t0; t0=$(now)
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/.lock"
+  flock 9
+  if kubelet_built; then
+    log "kubelet already built: $BIN/kubelet ($(since "$t0") s)"
+    return 0
+  fi
+  # The tree and Go come with the plane's install; a cache holding only bin/ needs them again.
+  if [[ ! -f $CACHE/src/kubernetes-$K8S_VERSION/.mendel-unpacked ]] \
+    || { [[ ! -x /usr/lib/go/bin/go ]] && ! command -v go >/dev/null; }; then
+    install_packages
+  fi
+  fetch_source
+  (build_kubelet)
+  log "kubelet installed: $BIN/kubelet (total $(since "$t0") s)"
 }
 
 # ----------------------------------------------------------------------------------- start
@@ -305,7 +359,7 @@ EOF
   launch kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig "$DIR/kubeconfig" --leader-elect=false \
     --bind-address 127.0.0.1 --secure-port "$kcm_port" --port=0 \
-    --controllers="$CONTROLLERS" \
+    --controllers="$CONTROLLERS" --pvclaimbinder-sync-period=2s \
     --service-account-private-key-file "$DIR/sa.key" --root-ca-file "$DIR/certs/apiserver.crt"
   launch kube-scheduler "$BIN/kube-scheduler" \
     --kubeconfig "$DIR/kubeconfig" --leader-elect=false \
@@ -375,6 +429,12 @@ cmd_status() {
 
 cmd_path() { is_built || die "not built: run '$0 install'"; echo "$BIN"; }
 
+cmd_status_kubelet() {
+  if kubelet_built; then echo "kubelet built: $BIN/kubelet (build rev$BUILD_REV, kubelet rev$KUBELET_REV)"
+  else echo "kubelet not built: $BIN/kubelet (run: $0 install-kubelet)"; return 1
+  fi
+}
+
 main() {
   local cmd=${1:-}
   [[ $# -gt 0 ]] && shift
@@ -384,6 +444,8 @@ main() {
     stop) cmd_stop "$@" ;;
     status) cmd_status "$@" ;;
     path) cmd_path "$@" ;;
+    install-kubelet) cmd_install_kubelet "$@" ;;
+    status-kubelet) cmd_status_kubelet "$@" ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 }

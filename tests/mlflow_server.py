@@ -1,4 +1,5 @@
-"""A real `mlflow server` on loopback for tests: sqlite store in a temp dir, one worker.
+"""A real `mlflow server` for tests (loopback by default, or e.g. the real node's Pod
+gateway so Pods reach it): sqlite store in a temp dir, one worker.
 
 `MlflowServer(directory).start()` picks a free port (or reuses its own on restart), waits
 for /health and records the pid; `stop()` ends that pid only. Stopping and starting again
@@ -19,23 +20,25 @@ from pathlib import Path
 __all__ = ["MlflowServer"]
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
 class MlflowServer:
     """One mlflow server process, restartable on the same port."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None,
+                 host: str = "127.0.0.1") -> None:
         self.directory = directory
-        self.port = port or _free_port()
+        self.host = host
+        self.port = port or _free_port(host)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 90.0) -> MlflowServer:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -43,7 +46,7 @@ class MlflowServer:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         log = (self.directory / "server.log").open("ab")
         self.process = subprocess.Popen(
-            [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port),
+            [str(mlflow), "server", "--host", self.host, "--port", str(self.port),
              "--workers", "1",
              "--backend-store-uri", f"sqlite:///{self.directory / 'mlflow.db'}",
              "--artifacts-destination", str(self.directory / "artifacts")],

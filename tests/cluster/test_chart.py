@@ -230,6 +230,7 @@ def test_chart_rbac_namespaced_mode(helm: Helm, namespace: str, other_namespace:
         assert account.automount_service_account_token is False
     assert not can_i(kubeconfig, operator, "list", "qdevolutions.mendel.dev", "default")
     assert not can_i(kubeconfig, operator, "list", "qdevolutions.mendel.dev", None)
+    assert not can_i(kubeconfig, operator, "list", "customresourcedefinitions", None)
     helm("uninstall", "mendel", "-n", namespace)
 
 
@@ -242,7 +243,9 @@ def test_chart_rbac_cluster_mode(helm: Helm, namespace: str, kubeconfig: Path,
         assert can_i(kubeconfig, operator, verb, resource, "default", *flags), (verb, resource)
     for verb, resource, flags in DENIED:
         assert not can_i(kubeconfig, operator, verb, resource, None, *flags), (verb, resource)
-    assert not can_i(kubeconfig, operator, "list", "customresourcedefinitions", None)
+    # Cluster-wide, Kopf watches the CRDs (list, watch) and may do nothing else with them.
+    assert can_i(kubeconfig, operator, "watch", "customresourcedefinitions", None)
+    assert not can_i(kubeconfig, operator, "delete", "customresourcedefinitions", None)
     helm("uninstall", "mendel", "-n", namespace)
 
 

@@ -8,9 +8,7 @@ it exists. Every wait is bounded.
 
 from __future__ import annotations
 
-import socket
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +24,7 @@ from mendel.api.validation import load_documents
 from mendel.controller.config import OperatorConfig
 from mendel.tracking import contract
 from tests.mlflow_server import MlflowServer
+from tests.support.listener import CountingListener
 from tests.support.tiny_models import save_family, write_jsonl
 
 from .kubelet_standin import KubeletStandIn
@@ -299,41 +298,11 @@ def test_operator_ends_the_parent_run_with_the_outcome_once(
     assert (after.status, after.end_time) == (mlflow_status, ended)  # not re-ended as KILLED
 
 
-class _Listener:
-    """A loopback TCP listener that counts connections: proof that nothing was sent."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.accepted = 0
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.thread.join(5)
-        self.sock.close()
-
-
 def test_operator_refuses_tracking_servers_outside_its_allow_list(
         operator: Callable[[], OperatorThread], resources: Resources, kubelet: KubeletStandIn,
         tmp_path: Path, poll: Callable[..., Any]) -> None:
     operator()
-    listener = _Listener()
+    listener = CountingListener()
     database = tmp_path / "stolen.db"
     try:
         for uri in (listener.uri, f"sqlite:///{database}"):

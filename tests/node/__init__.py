@@ -1,0 +1,1 @@
+"""Tests on a real node: kubelet + containerd + runc (hack/node.sh)."""
