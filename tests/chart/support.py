@@ -5,6 +5,7 @@ lookups in the rendered objects. Shared by tests/chart and tests/cluster/test_ch
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -61,3 +62,32 @@ def one(objects: list[dict[str, Any]], kind: str, name: str | None = None,
     found = find(objects, kind, name, namespace)
     assert len(found) == 1, f"expected one {kind} {name or ''}, got {len(found)}"
     return found[0]
+
+
+class Helm:
+    """One Helm binary against a cluster (the plane), with its own config/cache dirs."""
+
+    def __init__(self, version: str, kubeconfig: Path, home: Path, server_minor: int) -> None:
+        self.version = version
+        self.binary = tool_path(version)
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig),
+                    "HELM_CACHE_HOME": str(home / "cache"),
+                    "HELM_CONFIG_HOME": str(home / "config"),
+                    "HELM_DATA_HOME": str(home / "data")}
+        # Only for servers whose OpenAPI lacks x-kubernetes-validations (< 1.25): Helm checks
+        # rendered templates against it, and Helm 4's server-side apply fails on it too.
+        self.old_server_flags = [] if server_minor >= 25 else (
+            ["--disable-openapi-validation"] if version == "3"
+            else ["--disable-openapi-validation", "--server-side=false"])
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([str(self.binary), *args], env=self.env, capture_output=True,
+                                text=True, timeout=120)
+        if check:
+            assert result.returncode == 0, f"helm{self.version} {' '.join(args)}:\n{result.stderr}"
+        return result
+
+    def install(self, release: str, namespace: str, chart: Path = CHART,
+                values: dict[str, Any] | None = None, verb: str = "install") -> str:
+        return self(verb, release, str(chart), "--namespace", namespace,
+                    *self.old_server_flags, *set_args(values)).stdout

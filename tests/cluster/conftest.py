@@ -168,11 +168,8 @@ def server_minor(k8s_api_client: client.ApiClient) -> int:
     return int("".join(ch for ch in minor if ch.isdigit()))
 
 
-@pytest.fixture
-def namespace(k8s_api_client: client.ApiClient, server_minor: int) -> Iterator[str]:
-    """A fresh namespace, ready for Pods, deleted after the test."""
-    core = client.CoreV1Api(k8s_api_client)
-    name = f"mendel-test-{uuid.uuid4().hex[:8]}"
+def create_ready_namespace(core: client.CoreV1Api, name: str, server_minor: int = 20) -> str:
+    """Create a namespace and wait until Pods may be created in it; return its name."""
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
 
     def default_sa_ready() -> bool:
@@ -187,13 +184,28 @@ def namespace(k8s_api_client: client.ApiClient, server_minor: int) -> Iterator[s
         return server_minor >= 24 or bool(sa.secrets)
 
     wait_for(default_sa_ready, timeout=30, what=f"ServiceAccount {name}/default")
+    return name
+
+
+def delete_namespace_now(core: client.CoreV1Api, name: str) -> None:
+    """Delete a namespace, its Pods first with no grace period.
+
+    A kubelet stand-in never confirms a graceful Pod deletion, and a real container whose
+    PID 1 ignores SIGTERM holds the namespace for 30 s; either way, delete Pods at once.
+    """
+    core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
+    core.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(k8s_api_client: client.ApiClient, server_minor: int) -> Iterator[str]:
+    """A fresh namespace, ready for Pods, deleted after the test."""
+    core = client.CoreV1Api(k8s_api_client)
+    name = create_ready_namespace(core, f"mendel-test-{uuid.uuid4().hex[:8]}", server_minor)
     try:
         yield name
     finally:
-        # No kubelet confirms the deletion of a Pod bound to a node, so a graceful delete would
-        # leave it (and the namespace) terminating for ever: delete Pods at once.
-        core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
-        core.delete_namespace(name)
+        delete_namespace_now(core, name)
 
 
 @pytest.fixture

@@ -34,11 +34,18 @@ from typing import Any, NoReturn
 
 import pytest
 
-from tests.cluster.conftest import REPO, ControlPlane, _env_file, _script, wait_for
+from tests.cluster.conftest import (
+    REPO,
+    ControlPlane,
+    _env_file,
+    _script,
+    create_ready_namespace,
+    delete_namespace_now,
+    wait_for,
+)
 
 kubernetes = pytest.importorskip("kubernetes", reason="the kubernetes client is not installed")
 from kubernetes import client, config  # noqa: E402
-from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 NODE_SCRIPT = REPO / "hack" / "node.sh"
@@ -225,26 +232,11 @@ def kubectl(real_node: RealNode) -> Callable[..., subprocess.CompletedProcess[st
 def node_namespace(node_api_client: client.ApiClient) -> Iterator[str]:
     """A fresh namespace whose ``default`` ServiceAccount can run Pods; deleted afterwards."""
     core = client.CoreV1Api(node_api_client)
-    name = f"mendel-node-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-
-    def default_sa_ready() -> bool:
-        try:
-            # On 1.20 the ServiceAccount admission rejects Pods until the token Secret exists.
-            return bool(core.read_namespaced_service_account("default", name).secrets)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-
-    wait_for(default_sa_ready, timeout=30, what=f"ServiceAccount {name}/default")
+    name = create_ready_namespace(core, f"mendel-node-{uuid.uuid4().hex[:8]}")
     try:
         yield name
     finally:
-        # Grace 0: a container whose PID 1 ignores SIGTERM would otherwise hold the namespace
-        # for 30 s. The kubelet still kills and removes the containers.
-        core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
-        core.delete_namespace(name)
+        delete_namespace_now(core, name)
 
 
 @pytest.fixture(scope="session")

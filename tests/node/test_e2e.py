@@ -31,7 +31,7 @@ from mlflow import MlflowClient
 from mendel.api.kinds import GROUP, KINDS, VERSION
 from mendel.tracking import contract
 from tests.chart.support import CHART, tool_path
-from tests.cluster.conftest import REPO, wait_for
+from tests.cluster.conftest import REPO, create_ready_namespace, wait_for
 from tests.mlflow_server import MlflowServer
 from tests.support.listener import CountingListener
 
@@ -152,15 +152,8 @@ def stack(real_node: RealNode, node_api_client: client.ApiClient, images: None,
     """`helm install` of charts/mendel, as docs/install.md says, plus the test plane's needs."""
     core = client.CoreV1Api(node_api_client)
     namespace = f"research-{uuid.uuid4().hex[:6]}"
-
-    def default_account_ready(name: str) -> bool:
-        accounts = core.list_namespaced_service_account(name).items
-        return any(a.metadata.name == "default" and a.secrets for a in accounts)
-
     for name in (SYSTEM, namespace):
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-        wait_for(lambda n=name: default_account_ready(n), timeout=30,
-                 what=f"the default ServiceAccount of {name}")
+        create_ready_namespace(core, name)
     work = tmp_path_factory.mktemp("helm")
     values = work / "values.yaml"
     values.write_text(yaml.safe_dump({
