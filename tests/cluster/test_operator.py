@@ -8,6 +8,7 @@ it exists. Every wait is bounded.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 import uuid
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from mlflow import MlflowClient
 
@@ -23,6 +25,7 @@ from mendel.api.kinds import GROUP
 from mendel.api.validation import load_documents
 from mendel.controller.config import OperatorConfig
 from mendel.tracking import contract
+from tests.chart.support import Helm
 from tests.mlflow_server import MlflowServer
 from tests.support.listener import CountingListener
 from tests.support.tiny_models import save_family, write_jsonl
@@ -356,6 +359,57 @@ def test_operator_fails_names_its_children_cannot_carry_once(
     assert resources.jobs(uid) == [] and resources.config_maps(uid) == []
     warnings = [e for e in resources.events(name) if e.reason == "InvalidSpec"]
     assert len(warnings) == 1 and (warnings[0].count or 1) == 1
+
+
+def _experiment_chart(root: Path, name: str, spec: dict[str, Any]) -> Path:
+    """A one-template chart holding one QDEvolution, as a GitOps repository would ship it.
+
+    Its annotation comes from a value, so an upgrade can change the object without changing
+    its spec (and generation): Helm then waits on the status the operator has written.
+    """
+    (root / "templates").mkdir(parents=True)
+    (root / "Chart.yaml").write_text("apiVersion: v2\nname: experiment\nversion: 0.1.0\n")
+    (root / "values.yaml").write_text("note: first\n")
+    body = yaml.safe_dump({"apiVersion": f"{GROUP}/v1alpha1", "kind": "QDEvolution",
+                           "metadata": {"name": name, "annotations": {"note": "NOTE"}},
+                           "spec": spec})
+    (root / "templates" / "run.yaml").write_text(
+        body.replace("note: NOTE", "note: {{ .Values.note | quote }}"))
+    return root
+
+
+def test_helm4_wait_judges_a_live_resource_by_its_ready_and_stalled_conditions(
+        operator: Callable[[], OperatorThread], resources: Resources, kubelet: KubeletStandIn,
+        kubeconfig: Path, namespace: str, server_minor: int, tmp_path: Path,
+        poll: Callable[..., Any]) -> None:
+    """Helm 4 links Flux's kstatus: its --wait decides as Flux does for a Mendel resource.
+
+    A brand-new object has no status and reads Current (kstatus says so), so each release
+    is installed first and judged by an upgrade once the operator has written a status.
+    """
+    operator()
+    helm = Helm("4", kubeconfig, tmp_path / "helm", server_minor)
+    failing = spec_for("QDEvolution", kubelet.name, runPolicy={"backoffLimit": 0})
+    failing["podTemplatePatch"]["env"].append({"name": "FAKE_EXIT_CODE", "value": "1"})
+    releases = {"waited": spec_for("QDEvolution", kubelet.name, steps=400), "doomed": failing}
+    for name, spec in releases.items():
+        helm("install", name, str(_experiment_chart(tmp_path / name, name, spec)),
+             "-n", namespace, *helm.old_server_flags)
+    poll(lambda: resources.status("QDEvolution", "waited").get("phase") == "Running",
+         timeout=60, what="Running")
+    poll(lambda: resources.status("QDEvolution", "doomed").get("phase") == "Failed",
+         timeout=60, what="Failed")
+
+    def upgrade(name: str, timeout: str) -> subprocess.CompletedProcess[str]:
+        return helm("upgrade", name, str(tmp_path / name), "-n", namespace, "--set",
+                    "note=second", "--wait", "--timeout", timeout, *helm.old_server_flags,
+                    check=False)
+
+    running = upgrade("waited", "60s")
+    assert running.returncode == 0, running.stderr  # Ready=True: a running run is Current
+    doomed = upgrade("doomed", "20s")
+    assert doomed.returncode != 0  # Stalled=True: kstatus says Failed
+    assert "Failed" in doomed.stderr, doomed.stderr
 
 
 def micro_qdevolution(root: Path, node: str, generations: int) -> dict[str, Any]:

@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 Phase = Literal["Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed"]
-ConditionType = Literal["Admitted", "Running", "Suspended", "Complete", "Failed", "TrackingReady"]
+ConditionType = Literal["Admitted", "Running", "Suspended", "Complete", "Failed", "TrackingReady",
+                        "Ready", "Stalled"]
 
 
 class Condition(ApiModel):

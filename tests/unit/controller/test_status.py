@@ -83,7 +83,7 @@ def test_reduce_status_phase_and_condition(spec: dict[str, Any], jobs: tuple[Job
     assert st["phase"] == phase
     conditions = {c["type"]: c for c in st["conditions"]}
     assert set(conditions) == {"Admitted", "Running", "Suspended", "Complete", "Failed",
-                               "TrackingReady"}
+                               "TrackingReady", "Ready", "Stalled"}
     assert (conditions[kind]["status"], conditions[kind]["reason"]) == (status, reason)
     assert all(c["observedGeneration"] == 3 and c["message"] for c in st["conditions"])
     assert st["observedGeneration"] == 3

@@ -21,10 +21,14 @@ from mendel.controller.runs import specs, summary
 from mendel.controller.runs.observed import JobView, Observed, PodView
 from mendel.tracking.runs import RunSnapshot
 
-__all__ = ["CONDITION_TYPES", "Meta", "Reduced", "Transition", "iso", "parse_time",
+__all__ = ["CONDITION_TYPES", "SUMMARY_TYPES", "Meta", "Reduced", "Transition", "iso", "parse_time",
            "reduce_status"]
 
-CONDITION_TYPES = ("Admitted", "Running", "Suspended", "Complete", "Failed", "TrackingReady")
+CONDITION_TYPES = ("Admitted", "Running", "Suspended", "Complete", "Failed", "TrackingReady",
+                   "Ready", "Stalled")
+# Summaries of the others for generic readers (Flux's kstatus, Helm 4 --wait, kubectl wait):
+# they post no Events of their own, since the condition they mirror already did.
+SUMMARY_TYPES = ("Ready", "Stalled")
 TERMINAL = ("Succeeded", "Failed")
 _WARNING_REASONS = {"Unschedulable", "ImmutableFieldChanged", "MLflowUnavailable", "FailedCreate"}
 
@@ -129,6 +133,7 @@ def reduce_status(
     conditions = dict(derived.conditions)
     conditions["Admitted"] = _admitted(spec, invalid, refused, jobs, previous, derived.phase)
     conditions["TrackingReady"] = _tracking(run)
+    conditions["Ready"], conditions["Stalled"] = _readiness(derived.phase, conditions)
     status = _assemble(meta, spec, derived.phase, jobs, run, previous, now, start, driver_job)
     status["conditions"], transitions = _conditions(conditions, previous, meta.generation, now)
     validated = KINDS[meta.kind].status_model.model_validate(status)
@@ -281,6 +286,36 @@ def _admitted(spec: SpecEnvelope | None, invalid: str | None, refused: str | Non
     return ("False", "NotSubmitted", "no Job in the queue")
 
 
+# A run that is accepted and executing (or done well) is Ready: a GitOps tool waiting for
+# "healthy" must not block on a training run that takes days. Only "not acted on yet" and
+# failure are not Ready; failure, and a spec change that is refused, are Stalled.
+_READY_PHASES = ("Queued", "Running", "Suspended", "Succeeded")
+_NOT_STALLED: Cond = ("False", "NotStalled", "the run is not stuck")
+
+
+def _readiness(phase: str, conditions: Mapping[str, Cond]) -> tuple[Cond, Cond]:
+    """Ready and Stalled, as kstatus reads them, from the phase and the other conditions."""
+    admitted = conditions["Admitted"]
+    if admitted[1] == "ImmutableFieldChanged":
+        refused: Cond = ("True", admitted[1], admitted[2])
+        return ("False", admitted[1], admitted[2]), refused
+    if phase == "Failed":
+        _, reason, message = conditions["Failed"]
+        return ("False", reason, message), ("True", reason, message)
+    if phase in _READY_PHASES:
+        return ("True", phase, _READY_MESSAGES[phase]), _NOT_STALLED
+    _, reason, message = conditions["Running"]  # Pending: why the Pods are not running
+    return ("False", reason, message), _NOT_STALLED
+
+
+_READY_MESSAGES = {
+    "Queued": "admitted, waiting in its queue",
+    "Running": "the run is running",
+    "Suspended": "suspended by spec.suspend",
+    "Succeeded": "the run succeeded",
+}
+
+
 def _tracking(run: RunSnapshot) -> Cond:
     if run.error:
         return ("False", "MLflowUnavailable",
@@ -353,6 +388,8 @@ def _conditions(new: Mapping[str, Cond], previous: Mapping[str, Any], generation
         })
         change = Transition(kind, status, reason, message,
                             None if before is None else before.get("status"))
+        if kind in SUMMARY_TYPES:
+            continue
         if before is None:
             # A condition's first appearance is news only when it is True or a warning;
             # "not complete yet" on a new resource is not worth an Event.
