@@ -250,6 +250,42 @@ def test_operator_immutable_change_is_refused_naming_the_field(
     assert len(resources.jobs(uid)) == 1
 
 
+def test_operator_restart_policy_retrains_on_an_experiment_change(
+        operator: Callable[[], OperatorThread], resources: Resources, kubelet: KubeletStandIn,
+        mlflow_server: MlflowServer, poll: Callable[..., Any]) -> None:
+    operator()
+    name = _name()
+    spec = spec_for("QDEvolution", kubelet.name, steps=400,
+                    runPolicy={"onSpecChange": "Restart"})
+    uid = resources.create("QDEvolution", name, spec)["metadata"]["uid"]
+    first_run = poll(lambda: resources.status("QDEvolution", name).get("phase") == "Running"
+                     and resources.status("QDEvolution", name)["mlflow"].get("runId"),
+                     timeout=60, what="the first run")
+    (first_job,) = resources.jobs(uid)
+    resources.patch_spec("QDEvolution", name, {"seed": 7})  # as a change in Git would
+    poll(lambda: resources.status("QDEvolution", name).get("run") == 1
+         and resources.status("QDEvolution", name).get("phase") == "Running", timeout=90,
+         what="the second run to be running")
+    jobs = poll(lambda: (j := resources.jobs(uid)) and len(j) == 1 and j, timeout=60,
+                what="the first run's Job to be gone")
+    assert jobs[0].metadata.name != first_job.metadata.name
+    status = poll(lambda: (st := resources.status("QDEvolution", name))
+                  and st.get("mlflow", {}).get("runId") and st, timeout=30,
+                  what=f"the second run's MLflow id: {resources.status('QDEvolution', name)}")
+    second_run = status["mlflow"]["runId"]
+    assert second_run and second_run != first_run
+    assert [(r["run"], r["phase"], r.get("runId")) for r in status["history"]] == [
+        (0, "Superseded", first_run), (1, "Running", second_run)]
+    assert status["history"][1]["generation"] == 2
+    runs = {r.info.run_id: r for r in _runs(mlflow_server, uid)}
+    assert set(runs) == {first_run, second_run}
+    assert runs[second_run].data.tags[contract.TAG_PREVIOUS_RUN_ID] == first_run
+    assert runs[second_run].data.tags[contract.TAG_RUN_INDEX] == "1"
+    assert runs[first_run].info.status == "KILLED"
+    assert runs[first_run].info.experiment_id == runs[second_run].info.experiment_id
+    assert resources.condition("QDEvolution", name, "Admitted")["status"] == "True"
+
+
 def test_operator_mlflow_down_then_back(
         operator: Callable[[], OperatorThread], resources: Resources, kubelet: KubeletStandIn,
         mlflow_server: MlflowServer, poll: Callable[..., Any]) -> None:

@@ -28,6 +28,7 @@ from mendel.api.kinds import (
     VERSION,
     KindInfo,
 )
+from mendel.api.mutability import IMMUTABLE_RULE, immutable_wire_paths
 
 __all__ = [
     "CrdError",
@@ -75,7 +76,8 @@ def resource_schema(info: KindInfo, *, strict: bool = False) -> dict[str, Any]:
             "apiVersion": {"type": "string", "description": f"Always {API_VERSION}."},
             "kind": {"type": "string", "description": f"Always {info.kind}."},
             "metadata": {"type": "object"},
-            "spec": structural_schema(info.spec_model, strict=strict),
+            "spec": _with_spec_change_rules(structural_schema(info.spec_model, strict=strict),
+                                            immutable_wire_paths(info.spec_model)),
             "status": structural_schema(info.status_model, strict=strict, defaults=False),
         },
         "x-kubernetes-validations": [
@@ -86,6 +88,43 @@ def resource_schema(info: KindInfo, *, strict: bool = False) -> dict[str, Any]:
             )
         ],
     }
+
+
+_RESTART = ("has(self.runPolicy) && has(self.runPolicy.onSpecChange) && "
+            "self.runPolicy.onSpecChange == 'Restart'")
+
+
+def _present(root: str, parts: list[str]) -> str:
+    """CEL: every step of root.a.b.c exists."""
+    return " && ".join(f"has({root}.{'.'.join(parts[: i + 1])})" for i in range(len(parts)))
+
+
+def _with_spec_change_rules(spec: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+    """Move each immutable field's `self == oldSelf` rule up to the spec, where it can see
+    runPolicy.onSpecChange: the change is allowed under Restart and refused otherwise.
+
+    A field-level rule cannot read a sibling, so the rule lives on the spec object, guarded
+    with has() for optional fields (absent before and after is no change).
+    """
+    rules = []
+    for path in paths:
+        parts = path.split(".")
+        node = spec
+        for part in parts:
+            node = node["properties"][part]
+        kept = [r for r in node.get("x-kubernetes-validations", [])
+                if r["rule"] != IMMUTABLE_RULE]
+        node.pop("x-kubernetes-validations", None)
+        if kept:
+            node["x-kubernetes-validations"] = kept
+        new, old = _present("self", parts), _present("oldSelf", parts)
+        same = f"({new} ? ({old} && self.{path} == oldSelf.{path}) : !({old}))"
+        rules.append(cel(f"{_RESTART} || {same}",
+                         f"spec.{path} defines the experiment and cannot change in place: set "
+                         "spec.runPolicy.onSpecChange to Restart to start a new run with it, "
+                         "or create a new resource"))
+    spec["x-kubernetes-validations"] = spec.get("x-kubernetes-validations", []) + rules
+    return spec
 
 
 def crd_for(info: KindInfo) -> dict[str, Any]:

@@ -55,6 +55,14 @@ class RunPolicy(ApiModel):
         ge=0,
         le=31_536_000,
     )
+    on_spec_change: Literal["Refuse", "Restart"] = Field(
+        default="Refuse",
+        description="What a change to an experiment-defining (otherwise immutable) field "
+        "does. Refuse: the change is rejected (the run goes on with the spec it started "
+        "with). Restart: the current run is stopped and a new run starts with the new spec, "
+        "with its own MLflow run linked to the previous one (retraining driven from Git). "
+        "Raising a budget always resumes the same run.",
+    )
 
 
 class Toleration(ApiModel):

@@ -29,6 +29,7 @@ __all__ = [
     "ExperienceLibraryStatus",
     "CompressorTrainingStatus",
     "RegisteredVersion",
+    "RunRecord",
     "RunStatus",
     "SchedulingStatus",
     "TaskBest",
@@ -123,6 +124,19 @@ class MlflowStatus(ApiModel):
     )
 
 
+class RunRecord(ApiModel):
+    """One run of the resource: each restart after an experiment-defining change is one."""
+
+    run: int = Field(description="Run number: 0, then one more per restart.", ge=0)
+    generation: int = Field(description="metadata.generation the run started from.", ge=0)
+    phase: str = Field(description="How the run ended (Succeeded, Failed, Superseded) or "
+                       "its current phase.", max_length=32)
+    run_id: str | None = Field(default=None, description="Its MLflow run id.", max_length=64)
+    start_time: str | None = Field(default=None, description="When it started.", max_length=64)
+    completion_time: str | None = Field(default=None, description="When it ended.",
+                                        max_length=64)
+
+
 class RunStatus(ApiModel):
     """Status fields every kind shares."""
 
@@ -132,7 +146,8 @@ class RunStatus(ApiModel):
     phase: Phase = Field(default="Pending", description="Summary for people and printer columns.")
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Admitted, Running, Suspended, Complete, Failed, TrackingReady.",
+        description="Admitted, Running, Suspended, Complete, Failed, TrackingReady, and the "
+        "summaries Ready and Stalled.",
         max_length=10,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
@@ -150,6 +165,12 @@ class RunStatus(ApiModel):
         default_factory=SchedulingStatus, description="Queueing state."
     )
     mlflow: MlflowStatus = Field(default_factory=MlflowStatus, description="MLflow ids.")
+    run: int = Field(default=0, description="Which run of the resource this status describes "
+                     "(one more after each restart under runPolicy.onSpecChange: Restart).",
+                     ge=0)
+    history: list[RunRecord] = Field(
+        default_factory=list, description="The latest runs, oldest first (at most 10).",
+        max_length=10)
 
 
 class TaskBest(ApiModel):

@@ -21,6 +21,7 @@ __all__ = [
     "ENV_OUTPUT_URI",
     "ENV_ROLE",
     "ENV_RUN_ID",
+    "ENV_RUN_INDEX",
     "ENV_SPEC_PATH",
     "ENV_TERMINATION_LOG",
     "ENV_TRACKING_URI",
@@ -44,8 +45,10 @@ __all__ = [
     "TAG_LIBRARY_CONFIG_MAP",
     "TAG_NAME",
     "TAG_NAMESPACE",
+    "TAG_PREVIOUS_RUN_ID",
     "TAG_REGISTERED_NAME",
     "TAG_REGISTERED_VERSION",
+    "TAG_RUN_INDEX",
     "TAG_SPEC_HASH",
     "TAG_STAGE",
     "TAG_UID",
@@ -64,6 +67,7 @@ ENV_NAMESPACE = "MENDEL_NAMESPACE"
 ENV_NAME = "MENDEL_NAME"
 ENV_UID = "MENDEL_UID"
 ENV_RUN_ID = "MENDEL_RUN_ID"  # the MLflow parent run the operator created
+ENV_RUN_INDEX = "MENDEL_RUN_INDEX"  # which run of the resource (0, +1 per restart)
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 ENV_OUTPUT_URI = "MENDEL_OUTPUT_URI"  # checkpoints and artifacts of this run
 ENV_TERMINATION_LOG = "MENDEL_TERMINATION_LOG"  # default /dev/termination-log
@@ -81,6 +85,10 @@ TAG_NAMESPACE = "mendel.namespace"
 TAG_NAME = "mendel.name"
 TAG_UID = "mendel.uid"
 TAG_GENERATION = "mendel.generation"
+# Each restart after an experiment-defining change (runPolicy.onSpecChange: Restart) is a
+# new parent run: its index, and the run it replaced. A run without the index tag is run 0.
+TAG_RUN_INDEX = "mendel.run"
+TAG_PREVIOUS_RUN_ID = "mendel.previous_run_id"
 TAG_SPEC_HASH = "mendel.spec_hash"
 TAG_CHECKPOINT_URI = "mendel.checkpoint.uri"
 TAG_CHECKPOINT_STEP = "mendel.checkpoint.step"

@@ -20,8 +20,8 @@ from typing import Any
 from mendel.tracking import contract
 
 __all__ = ["TERMINAL_STATUSES", "RunSnapshot", "TrackingUnavailable", "end_run",
-           "ensure_parent_run", "experiment_name", "make_client", "read_run", "reopen_run",
-           "run_url"]
+           "ensure_parent_run", "experiment_name", "find_run", "make_client", "read_run",
+           "reopen_run", "run_url"]
 
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
@@ -72,28 +72,35 @@ def ensure_parent_run(
     known_run_id: str | None = None,
     parent_run_id: str | None = None,
     base_url: str | None = None,
+    previous_run_id: str | None = None,
 ) -> RunSnapshot:
-    """The resource's parent run, found by id, then by the uid tag, else created.
+    """The parent run of the resource's current run, found by id, then by the uid and run
+    index tags, else created (linked to `previous_run_id`, the run a restart replaced).
 
     Raises:
         TrackingUnavailable: MLflow cannot be reached or fails.
     """
+    index = tags.get(contract.TAG_RUN_INDEX, "0")
     try:
         if known_run_id:
             run = _get(client, known_run_id)
-            if run is not None:
+            if run is not None and _run_index(run) == index:
                 return _snapshot(run, base_url)
         experiment_id = _experiment_id(client, experiment)
-        found = client.search_runs(
+        found = [r for r in client.search_runs(
             [experiment_id],
             filter_string=f"tags.`{contract.TAG_UID}` = '{tags[contract.TAG_UID]}'",
-            max_results=1,
+            max_results=100,
             order_by=["attributes.start_time ASC"],
-        )
+        ) if _run_index(r) == index]
         if found:
             return _snapshot(found[0], base_url)
         all_tags = dict(tags)
+        if index != "0":
+            run_name = f"{run_name} (run {index})"
         all_tags["mlflow.runName"] = run_name
+        if previous_run_id:
+            all_tags[contract.TAG_PREVIOUS_RUN_ID] = previous_run_id
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = client.create_run(experiment_id, tags=all_tags, run_name=run_name)
@@ -102,6 +109,26 @@ def ensure_parent_run(
         raise
     except Exception as error:  # MlflowException, requests errors: all mean "not now"
         raise TrackingUnavailable(_describe(error)) from error
+
+
+def _run_index(run: Any) -> str:
+    """The run index a parent run carries (runs made before restarts existed are run 0)."""
+    return str(run.data.tags.get(contract.TAG_RUN_INDEX, "0"))
+
+
+def find_run(client: Any, experiment: str, uid: str, index: int) -> str | None:
+    """The id of run `index` of a resource, if it exists (to link a restart to it).
+
+    Raises:
+        TrackingUnavailable: MLflow cannot be reached or fails.
+    """
+    try:
+        found = client.search_runs(
+            [_experiment_id(client, experiment)],
+            filter_string=f"tags.`{contract.TAG_UID}` = '{uid}'", max_results=100)
+    except Exception as error:
+        raise TrackingUnavailable(_describe(error)) from error
+    return next((str(r.info.run_id) for r in found if _run_index(r) == str(index)), None)
 
 
 def read_run(client: Any, run_id: str, base_url: str | None = None) -> RunSnapshot:

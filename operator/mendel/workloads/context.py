@@ -56,6 +56,7 @@ class RunContext:
         uid: str | None = None,
         run_id: str | None = None,
         output_uri: str | None = None,
+        run_index: int = 0,
     ) -> RunContext:
         """Find or create the parent run of a resource and return the context."""
         meta = resource.get("metadata") or {}
@@ -69,6 +70,7 @@ class RunContext:
             contract.TAG_KIND: kind, contract.TAG_NAMESPACE: namespace, contract.TAG_NAME: name,
             contract.TAG_UID: uid, contract.TAG_GENERATION: str(meta.get("generation", 1)),
             contract.TAG_SPEC_HASH: contract.spec_hash(spec),
+            contract.TAG_RUN_INDEX: str(run_index),
         }
         client = make_client(tracking_uri)
         snapshot = ensure_parent_run(
@@ -93,4 +95,5 @@ class RunContext:
             uid=os.environ.get(contract.ENV_UID) or None,
             run_id=os.environ.get(contract.ENV_RUN_ID) or None,
             output_uri=os.environ.get(contract.ENV_OUTPUT_URI) or None,
+            run_index=int(os.environ.get(contract.ENV_RUN_INDEX) or 0),
         )

@@ -87,9 +87,13 @@ def test_crd_has_status_printer_columns_and_names(kind: str) -> None:
 def test_immutable_and_increase_only_rules_are_emitted() -> None:
     spec = GENERATED["qdevolutions.mendel.dev.yaml"]["spec"]["versions"][0]["schema"][
         "openAPIV3Schema"]["properties"]["spec"]["properties"]
-    assert {"rule": "self == oldSelf",
-            "message": "baseModel is immutable; create a new resource to change it"} in \
-        spec["baseModel"]["x-kubernetes-validations"]
+    # Immutability moved up to the spec, where the rule can read runPolicy.onSpecChange.
+    assert all(r["rule"] != "self == oldSelf"
+               for r in spec["baseModel"].get("x-kubernetes-validations", []))
+    rules = GENERATED["qdevolutions.mendel.dev.yaml"]["spec"]["versions"][0]["schema"][
+        "openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
+    assert any("self.baseModel == oldSelf.baseModel" in r["rule"]
+               and r["message"].startswith("spec.baseModel defines the experiment") for r in rules)
     generations = spec["budget"]["properties"]["generations"]
     assert generations["x-kubernetes-validations"][0]["rule"] == "self >= oldSelf"
     assert "x-kubernetes-validations" not in spec["suspend"]

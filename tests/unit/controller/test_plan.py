@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from mendel.api.kinds import KINDS
+from mendel.api.mutability import changed_immutable_fields
 from mendel.api.validation import InvalidResource, parse_spec
 from mendel.controller.config import OperatorConfig
 from mendel.controller.runs import manifests, naming
-from mendel.controller.runs.immutable import changed_immutable_fields
 from mendel.controller.runs.manifests import JobInputs
 from mendel.controller.runs.observed import JobView, Observed, PodView, SnapshotView
 from mendel.controller.runs.plan import PlanInputs, plan_run
@@ -138,3 +138,57 @@ def test_plan_deadline_deletes_the_running_job() -> None:
 def test_changed_immutable_fields(change: dict[str, Any], fields: list[str]) -> None:
     assert changed_immutable_fields(parsed("QDEvolution"), parsed("QDEvolution", **change)) \
         == fields
+
+
+RESTART = {"backoffLimit": 3, "onSpecChange": "Restart"}
+
+
+def test_plan_restart_policy_turns_an_experiment_change_into_a_new_run() -> None:
+    running = Observed(jobs=(JobView(name("driver"), "driver", 0, active=1),),
+                       pods=(PodView(name("driver") + "-a", "driver", "Running",
+                                     job=name("driver")),),
+                       snapshots=(snapshot(),))
+    previous = {"run": 0, "phase": "Running", "startTime": "2026-01-01T11:00:00Z",
+                "history": [{"run": 0, "generation": 1, "phase": "Running", "runId": "r0"}]}
+    result = plan(running, previous=previous, seed=7, runPolicy=RESTART)
+    assert result.refused is None and (result.attempt, result.run_index) == (1, 1)
+    assert result.deletes == (name("driver", 0),)  # the old run's Job is stopped
+    assert [(o["kind"], o["metadata"]["name"]) for o in result.creates] == [
+        ("ConfigMap", name("spec", 1)), ("Job", name("driver", 1))]
+    for child in result.creates:
+        assert child["metadata"]["annotations"][naming.ANNOTATION_RUN] == "1"
+    status = result.reduced.status
+    assert status["run"] == 1 and status["phase"] == "Pending"
+    assert "startTime" not in status  # the new run has not started yet
+    assert [(r["run"], r["phase"]) for r in status["history"]] == [(0, "Superseded"),
+                                                                    (1, "Pending")]
+
+
+def test_plan_refuse_policy_keeps_refusing_the_same_change() -> None:
+    running = Observed(jobs=(JobView(name("driver"), "driver", 0, active=1),),
+                       snapshots=(snapshot(),))
+    result = plan(running, seed=7)
+    assert result.refused and "spec.seed" in result.refused
+    assert (result.attempt, result.run_index) == (0, 0)
+    assert result.deletes == () and result.creates == ()
+
+
+def test_plan_new_run_is_stable_once_its_snapshot_exists() -> None:
+    """The pass after a restart sees the new snapshot and asks for nothing new."""
+    new = snapshot(1, seed=7, runPolicy=RESTART)
+    new = SnapshotView(new.name, 1, new.budget, new.data, run=1)
+    observed = Observed(jobs=(JobView(name("driver", 0), "driver", 0, deleting=True),
+                              JobView(name("driver", 1), "driver", 1, active=1, run=1)),
+                        snapshots=(snapshot(), new))
+    result = plan(observed, previous={"run": 1}, seed=7, runPolicy=RESTART)
+    assert (result.attempt, result.run_index) == (1, 1)
+    assert result.creates == () and result.deletes == ()
+
+
+def test_job_env_and_output_carry_the_run_index() -> None:
+    inputs = JobInputs(run=run_ref(), spec=parsed("QDEvolution", output={"uri": "s3://b/x"}),
+                       run_index=2)
+    assert inputs.output_uri.endswith(f"/{UID}/run-2")
+    env = {e["name"]: e.get("value") for e in
+           manifests.driver_job(inputs)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MENDEL_RUN_INDEX"] == "2"

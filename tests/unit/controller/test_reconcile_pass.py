@@ -167,3 +167,29 @@ def test_a_name_the_children_cannot_carry_fails_without_children(name: str) -> N
     failed = _cond(outcome.patch, "Failed")
     assert failed["message"].startswith("metadata.name: must be a DNS-1035 label")
     assert "no dots" in failed["message"] and "at most 40 characters" in failed["message"]
+
+
+def test_a_restart_gets_its_own_mlflow_run_linked_to_the_previous_one() -> None:
+    from mendel.tracking import contract
+
+    from .test_plan import snapshot
+
+    ctx, factory = _ctx()
+    restart = {"backoffLimit": 3, "onSpecChange": "Restart"}
+    body = _body(runPolicy=restart)
+    first = asyncio.run(reconcile(ctx, body, Observed(
+        jobs=(JobView(DRIVER, "driver", 0, active=1),), snapshots=(snapshot(),))))
+    (old,) = factory.client.runs.values()
+    body = {**_body(seed=7, runPolicy=restart), "status": first.plan.reduced.status}
+    ctx.statuses.clear()
+    second = asyncio.run(reconcile(ctx, body, Observed(
+        jobs=(JobView(DRIVER, "driver", 0, active=1),), snapshots=(snapshot(),))))
+    assert second.plan.run_index == 1 and second.plan.deletes == (DRIVER,)
+    new = next(r for r in factory.client.runs.values() if r is not old)
+    assert new.data.tags[contract.TAG_RUN_INDEX] == "1"
+    assert new.data.tags[contract.TAG_PREVIOUS_RUN_ID] == old.info.run_id
+    assert old.info.status == "KILLED"  # stopped with its Jobs
+    status = second.plan.reduced.status
+    assert status["mlflow"]["runId"] == new.info.run_id
+    assert [(r["run"], r.get("runId")) for r in status["history"]] == [
+        (0, old.info.run_id), (1, new.info.run_id)]

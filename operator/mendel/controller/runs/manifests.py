@@ -56,6 +56,8 @@ class JobInputs:
     budget: int | None = None
     service_account: str | None = None
     """The operator's worker ServiceAccount, used when the resource names none."""
+    run_index: int = 0
+    """Which run of the resource (one more per restart after an experiment change)."""
 
     @property
     def output_uri(self) -> str:
@@ -63,7 +65,9 @@ class JobInputs:
         base = self.spec.output.uri
         if not base:
             return ""
-        return f"{base.rstrip('/')}/{self.run.namespace}/{self.run.name}/{self.run.uid}"
+        prefix = f"{base.rstrip('/')}/{self.run.namespace}/{self.run.name}/{self.run.uid}"
+        # A restarted run must never resume from the checkpoints of the run it replaced.
+        return prefix if not self.run_index else f"{prefix}/run-{self.run_index}"
 
     def name(self, role: str) -> str:
         """Deterministic name of this attempt's child with that role."""
@@ -88,6 +92,7 @@ def metadata(inputs: JobInputs, role: str, name: str) -> dict[str, Any]:
     annotations = {
         naming.ANNOTATION_ATTEMPT: str(inputs.attempt),
         naming.ANNOTATION_GENERATION: str(run.generation),
+        naming.ANNOTATION_RUN: str(inputs.run_index),
     }
     if inputs.budget is not None:
         annotations[naming.ANNOTATION_BUDGET] = str(inputs.budget)
@@ -239,6 +244,7 @@ def _env(inputs: JobInputs, role: str) -> list[dict[str, Any]]:
         contract.ENV_NAME: run.name,
         contract.ENV_UID: run.uid,
         contract.ENV_RUN_ID: inputs.run_id or "",
+        contract.ENV_RUN_INDEX: str(inputs.run_index),
         contract.ENV_TRACKING_URI: inputs.tracking_uri or "",
         contract.ENV_OUTPUT_URI: inputs.output_uri,
         contract.ENV_SPEC_PATH: f"{SPEC_MOUNT}/{contract.SPEC_FILE}",

@@ -25,6 +25,7 @@ class JobView:
     role: str
     attempt: int
     budget: int | None = None
+    run: int = 0
     suspended: bool = False
     active: int = 0
     succeeded: int = 0
@@ -78,6 +79,7 @@ class SnapshotView:
     attempt: int
     budget: int | None = None
     data: str = ""
+    run: int = 0
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,10 @@ def _attempt(meta: Mapping[str, Any]) -> int:
     return _int((meta.get("annotations") or {}).get(naming.ANNOTATION_ATTEMPT), 0) or 0
 
 
+def _run(meta: Mapping[str, Any]) -> int:
+    return _int((meta.get("annotations") or {}).get(naming.ANNOTATION_RUN), 0) or 0
+
+
 def summarize_job(body: Mapping[str, Any]) -> JobView:
     """A JobView of a batch/v1 Job."""
     meta = body.get("metadata") or {}
@@ -122,6 +128,7 @@ def summarize_job(body: Mapping[str, Any]) -> JobView:
         role=_role(meta),
         attempt=_attempt(meta),
         budget=_int((meta.get("annotations") or {}).get(naming.ANNOTATION_BUDGET)),
+        run=_run(meta),
         suspended=bool(spec.get("suspend")),
         active=_int(status.get("active"), 0) or 0,
         succeeded=_int(status.get("succeeded"), 0) or 0,
@@ -169,4 +176,5 @@ def summarize_config_map(body: Mapping[str, Any]) -> SnapshotView:
         attempt=_attempt(meta),
         budget=_int((meta.get("annotations") or {}).get(naming.ANNOTATION_BUDGET)),
         data=str(next(iter(data.values()), "")),
+        run=_run(meta),
     )

@@ -21,16 +21,16 @@ import yaml
 
 from mendel.api.envelope import SpecEnvelope
 from mendel.api.kinds import KINDS
+from mendel.api.mutability import changed_immutable_fields
 from mendel.api.validation import InvalidResource, parse_spec
 from mendel.controller.config import OperatorConfig
 from mendel.controller.runs import manifests, multinode, naming, specs
-from mendel.controller.runs.immutable import changed_immutable_fields
 from mendel.controller.runs.manifests import JobInputs, RunRef
 from mendel.controller.runs.observed import Observed, SnapshotView
 from mendel.controller.runs.status import Meta, Reduced, parse_time, reduce_status
 from mendel.tracking.runs import RunSnapshot
 
-__all__ = ["Plan", "PlanInputs", "plan_run"]
+__all__ = ["Attempt", "Plan", "PlanInputs", "current_attempt", "plan_run"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class Plan:
     """Names of Jobs to delete (with their Pods)."""
     reduced: Reduced
     refused: str | None = None
+    run_index: int = 0
 
 
 def _snapshot_spec(kind: str, snapshot: SnapshotView | None) -> SpecEnvelope | None:
@@ -78,11 +79,11 @@ def _refusal(fields: list[str], generation: int | None) -> str:
             f"the spec it started with. Revert the change or create a new resource.")
 
 
-def _finished_ok(inputs: PlanInputs, attempt: int, expected: int, leader: str) -> bool:
-    jobs = [j for j in inputs.observed.jobs if j.attempt == attempt]
+def _finished_ok(observed: Observed, previous: Mapping[str, Any], attempt: int, expected: int,
+                 leader: str) -> bool:
+    jobs = [j for j in observed.jobs if j.attempt == attempt]
     if jobs:
         return sum(1 for j in jobs if j.complete) >= expected
-    previous = inputs.previous
     return previous.get("phase") == "Succeeded" and \
         (previous.get("children") or {}).get("driverJob") == leader
 
@@ -91,6 +92,53 @@ def _lead_role(spec: SpecEnvelope | None) -> str:
     if spec is not None and specs.num_nodes(spec) > 1:
         return naming.ROLE_LEADER
     return naming.ROLE_DRIVER
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Which attempt and run a pass works on, and why a spec change was refused."""
+
+    number: int
+    run: int
+    """Run index: 0, then one more per restart after an experiment-defining change."""
+    refused: str | None = None
+    restarted: bool = False
+
+
+def current_attempt(kind: str, name: str, uid: str, spec: SpecEnvelope | None,
+                    observed: Observed, previous: Mapping[str, Any],
+                    invalid: str | None = None) -> Attempt:
+    """The attempt and run of this pass, from the children (never from stored state).
+
+    A new attempt starts when the budget of a finished run was raised (same run, resumed)
+    or, under runPolicy.onSpecChange Restart, when an experiment-defining field changed
+    (a new run). Under Refuse such a change is refused and the run goes on.
+    """
+    attempt = max([j.attempt for j in observed.jobs] + [s.attempt for s in observed.snapshots],
+                  default=0)
+    snapshots = {s.attempt: s for s in observed.snapshots}
+    run_index = _run_index(observed, attempt, previous)
+    if spec is None or invalid is not None:
+        return Attempt(attempt, run_index)
+    frozen = _snapshot_spec(kind, snapshots.get(attempt))
+    changed = changed_immutable_fields(frozen, spec) if frozen is not None else []
+    if changed and spec.run_policy.on_spec_change == "Restart":
+        return Attempt(attempt + 1, run_index + 1, restarted=True)
+    if changed:
+        return Attempt(attempt, run_index, refused=_refusal(changed, None))
+    expected = 2 if specs.num_nodes(spec) > 1 else 1
+    lead = naming.child_name(name, _lead_role(spec), uid, attempt)
+    budget, frozen_budget = specs.budget(spec), getattr(snapshots.get(attempt), "budget", None)
+    if budget is not None and frozen_budget is not None and budget > frozen_budget \
+            and _finished_ok(observed, previous, attempt, expected, lead):
+        return Attempt(attempt + 1, run_index)
+    return Attempt(attempt, run_index)
+
+
+def _run_index(observed: Observed, attempt: int, previous: Mapping[str, Any]) -> int:
+    runs = [s.run for s in observed.snapshots if s.attempt == attempt]
+    runs += [j.run for j in observed.jobs if j.attempt == attempt]
+    return runs[0] if runs else int(previous.get("run") or 0)
 
 
 def plan_run(inputs: PlanInputs) -> Plan:
@@ -103,41 +151,31 @@ def plan_run(inputs: PlanInputs) -> Plan:
         The Plan: objects to get-or-create, Jobs to delete and the new status.
     """
     run, spec, observed = inputs.run, inputs.spec, inputs.observed
-    attempt = max([j.attempt for j in observed.jobs] + [s.attempt for s in observed.snapshots],
-                  default=0)
-    snapshots = {s.attempt: s for s in observed.snapshots}
-    refused = None
-    if spec is not None and inputs.invalid is None:
-        frozen = _snapshot_spec(run.kind, snapshots.get(attempt))
-        changed = changed_immutable_fields(frozen, spec) if frozen is not None else []
-        refused = _refusal(changed, None) if changed else None
-        expected = 2 if specs.num_nodes(spec) > 1 else 1
-        lead = naming.child_name(run.name, _lead_role(spec), run.uid, attempt)
-        budget, frozen_budget = specs.budget(spec), getattr(snapshots.get(attempt), "budget", None)
-        if not refused and budget is not None and frozen_budget is not None \
-                and budget > frozen_budget and _finished_ok(inputs, attempt, expected, lead):
-            attempt += 1
+    chosen = current_attempt(run.kind, run.name, run.uid, spec, observed, inputs.previous,
+                             inputs.invalid)
+    attempt, refused = chosen.number, chosen.refused
     lead = naming.child_name(run.name, _lead_role(spec), run.uid, attempt)
     reduced = reduce_status(
         meta=Meta(run.kind, run.generation, run.uid), spec=spec, observed=observed,
         run=inputs.mlflow, previous=inputs.previous, now=inputs.now, invalid=inputs.invalid,
-        refused=refused, attempt=attempt, driver_job=lead,
+        refused=refused, attempt=attempt, driver_job=lead, run_index=chosen.run,
     )
     phase = reduced.status["phase"]
-    current = [j for j in observed.jobs if j.attempt == attempt and not j.deleting]
-    deletes: tuple[str, ...] = ()
+    live = [j for j in observed.jobs if not j.deleting and not j.finished]
+    # An earlier attempt still running was replaced by a restart: stop it.
+    deletes = tuple(j.name for j in live if j.attempt < attempt)
     creates: tuple[dict[str, Any], ...] = ()
     if phase in ("Failed", "Suspended"):
-        deletes = tuple(j.name for j in current if not j.finished)
+        deletes += tuple(j.name for j in live if j.attempt == attempt)
     elif phase not in ("Succeeded",) and spec is not None and not refused:
-        creates = _creates(inputs, spec, attempt, reduced)
-    return Plan(attempt, creates, deletes, reduced, refused)
+        creates = _creates(inputs, spec, attempt, reduced, chosen.run)
+    return Plan(attempt, creates, deletes, reduced, refused, run_index=chosen.run)
 
 
 def _creates(inputs: PlanInputs, spec: SpecEnvelope, attempt: int,
-             reduced: Reduced) -> tuple[dict[str, Any], ...]:
+             reduced: Reduced, run_index: int) -> tuple[dict[str, Any], ...]:
     observed = inputs.observed
-    job_inputs = _job_inputs(inputs, spec, attempt, reduced)
+    job_inputs = _job_inputs(inputs, spec, attempt, reduced, run_index)
     wanted = multinode.run_jobs(job_inputs)
     seen = {j.name for j in observed.jobs}
     missing = [o for o in wanted if o["kind"] == "Job" and o["metadata"]["name"] not in seen]
@@ -152,7 +190,7 @@ def _creates(inputs: PlanInputs, spec: SpecEnvelope, attempt: int,
 
 
 def _job_inputs(inputs: PlanInputs, spec: SpecEnvelope, attempt: int,
-                reduced: Reduced) -> JobInputs:
+                reduced: Reduced, run_index: int) -> JobInputs:
     config = inputs.config
     deadline = spec.run_policy.active_deadline_seconds
     begun = parse_time(reduced.status.get("startTime"))
@@ -169,4 +207,5 @@ def _job_inputs(inputs: PlanInputs, spec: SpecEnvelope, attempt: int,
         deadline_seconds=deadline,
         budget=specs.budget(spec),
         service_account=config.worker_service_account,
+        run_index=run_index,
     )

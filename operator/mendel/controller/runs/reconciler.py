@@ -23,7 +23,7 @@ from mendel.controller.config import OperatorConfig
 from mendel.controller.runs.apply import KubeError
 from mendel.controller.runs.manifests import RunRef
 from mendel.controller.runs.observed import Observed
-from mendel.controller.runs.plan import Plan, PlanInputs, plan_run
+from mendel.controller.runs.plan import Plan, PlanInputs, current_attempt, plan_run
 from mendel.controller.runtime.context import OperatorContext
 from mendel.tracking import contract
 from mendel.tracking import runs as tracking
@@ -106,8 +106,13 @@ def _tracking_uri(ctx: OperatorContext, spec: SpecEnvelope) -> str | None:
 
 
 async def _tracking(ctx: OperatorContext, ref: RunRef, spec: SpecEnvelope,
-                    spec_wire: Mapping[str, Any], previous: Mapping[str, Any]
-                    ) -> tracking.RunSnapshot:
+                    spec_wire: Mapping[str, Any], previous: Mapping[str, Any],
+                    run_index: int = 0) -> tracking.RunSnapshot:
+    """The parent run of run `run_index` of the resource: found, or created.
+
+    Run n > 0 (a restart after an experiment-defining change) is linked to run n-1, which
+    is ended KILLED if it was still running: its Jobs are being stopped.
+    """
     uri = _tracking_uri(ctx, spec)
     if not uri:
         return tracking.RunSnapshot()
@@ -116,16 +121,26 @@ async def _tracking(ctx: OperatorContext, ref: RunRef, spec: SpecEnvelope,
         contract.TAG_NAME: ref.name, contract.TAG_UID: ref.uid,
         contract.TAG_GENERATION: str(ref.generation),
         contract.TAG_SPEC_HASH: contract.spec_hash(dict(spec_wire)),
+        contract.TAG_RUN_INDEX: str(run_index),
     }
+    experiment = tracking.experiment_name(ref.kind, ref.namespace,
+                                          spec.tracking.mlflow.experiment)
+    client = ctx.mlflow(uri)
+    same_run = int(previous.get("run") or 0) == run_index
+    known = (previous.get("mlflow") or {}).get("runId") if same_run else None
     try:
+        previous_run_id = None
+        if run_index and not known:  # this run's parent run may not exist yet: link it
+            previous_run_id = await asyncio.to_thread(
+                tracking.find_run, client, experiment, ref.uid, run_index - 1)
+            if previous_run_id:
+                await asyncio.to_thread(tracking.end_run, client, previous_run_id, "KILLED")
         return await asyncio.to_thread(
-            tracking.ensure_parent_run, ctx.mlflow(uri),
-            experiment=tracking.experiment_name(ref.kind, ref.namespace,
-                                                spec.tracking.mlflow.experiment),
-            tags=tags, run_name=f"{ref.namespace}/{ref.name}",
-            known_run_id=(previous.get("mlflow") or {}).get("runId"),
+            tracking.ensure_parent_run, client,
+            experiment=experiment, tags=tags, run_name=f"{ref.namespace}/{ref.name}",
+            known_run_id=known,
             parent_run_id=spec.tracking.mlflow.parent_run_id,
-            base_url=ctx.config.tracking_url or uri,
+            base_url=ctx.config.tracking_url or uri, previous_run_id=previous_run_id,
         )
     except tracking.TrackingUnavailable as error:
         ctx.metrics.mlflow_errors.inc()
@@ -155,7 +170,8 @@ async def reconcile(ctx: OperatorContext, body: Mapping[str, Any], observed: Obs
         spec, invalid = _parse(ref.kind, ref.name, spec_wire, ctx.config)
         run = tracking.RunSnapshot()
         if spec is not None:
-            run = await _tracking(ctx, ref, spec, spec_wire, previous)
+            chosen = current_attempt(ref.kind, ref.name, ref.uid, spec, observed, previous)
+            run = await _tracking(ctx, ref, spec, spec_wire, previous, chosen.run)
         observed = await _with_create_failures(ctx, ref, observed)
         plan = plan_run(PlanInputs(run=ref, spec_wire=spec_wire, spec=spec, observed=observed,
                                    mlflow=run, previous=previous, now=datetime.now(UTC),
@@ -252,7 +268,8 @@ async def end_tracking(ctx: OperatorContext, body: Mapping[str, Any]) -> str | N
     try:
         if not run_id and spec is not None:
             ref = RunRef(body["kind"], meta["name"], meta["namespace"], meta["uid"])
-            found = await _tracking(ctx, ref, spec, spec_wire, {})
+            index = int(previous.get("run") or 0)
+            found = await _tracking(ctx, ref, spec, spec_wire, {"run": index}, index)
             run_id = found.run_id
             if found.error:
                 return found.error

@@ -104,6 +104,7 @@ def reduce_status(
     refused: str | None = None,
     attempt: int = 0,
     driver_job: str | None = None,
+    run_index: int = 0,
 ) -> Reduced:
     """Compute the status of a run resource.
 
@@ -118,12 +119,16 @@ def reduce_status(
         refused: Why a spec change was refused (an immutable field changed), if it was.
         attempt: The current attempt; only its children count.
         driver_job: Name of the attempt's driver (or leader) Job.
+        run_index: Which run of the resource (one more per restart after a spec change).
 
     Returns:
         The new status and the condition transitions.
     """
     jobs = [j for j in observed.jobs if j.attempt == attempt]
     names = {j.name for j in jobs}
+    if int(previous.get("run") or 0) != run_index:
+        # A restart: times, phase and mirrored results of the replaced run do not carry over.
+        previous = {k: v for k, v in previous.items() if k in ("conditions", "history", "run")}
     pods = [p for p in observed.pods if p.job in names]
     expected = 2 if spec is not None and specs.num_nodes(spec) > 1 else 1
     start = previous.get("startTime") or min(
@@ -136,6 +141,8 @@ def reduce_status(
     conditions["Ready"], conditions["Stalled"] = _readiness(derived.phase, conditions)
     status = _assemble(meta, spec, derived.phase, jobs, run, previous, now, start, driver_job)
     status["conditions"], transitions = _conditions(conditions, previous, meta.generation, now)
+    status["run"] = run_index
+    status["history"] = _history(previous, status, run_index, meta.generation, now)
     validated = KINDS[meta.kind].status_model.model_validate(status)
     return Reduced(validated.to_wire(), transitions)
 
@@ -365,6 +372,38 @@ def _assemble(meta: Meta, spec: SpecEnvelope | None, phase: str, jobs: Sequence[
         if spec.scheduling.queue_name:
             status["scheduling"]["queueName"] = spec.scheduling.queue_name
     return status
+
+
+MAX_HISTORY = 10
+
+
+def _history(previous: Mapping[str, Any], status: Mapping[str, Any], run_index: int,
+             generation: int, now: datetime) -> list[dict[str, Any]]:
+    """The latest runs, oldest first: the earlier ones as they ended, then this one.
+
+    A run replaced by a restart before it finished is recorded as Superseded.
+    """
+    earlier = []
+    for record in previous.get("history") or []:
+        if record.get("run", 0) >= run_index:
+            continue
+        record = dict(record)
+        if record.get("phase") not in TERMINAL:
+            record["phase"] = "Superseded"
+        record.setdefault("completionTime", iso(now))
+        earlier.append(record)
+    same = [r for r in previous.get("history") or [] if r.get("run") == run_index]
+    current: dict[str, Any] = {
+        "run": run_index,
+        "generation": same[0].get("generation", generation) if same else generation,
+        "phase": status["phase"],
+    }
+    for key, value in (("runId", (status.get("mlflow") or {}).get("runId")),
+                       ("startTime", status.get("startTime")),
+                       ("completionTime", status.get("completionTime"))):
+        if value:
+            current[key] = value
+    return (earlier + [current])[-MAX_HISTORY:]
 
 
 def _conditions(new: Mapping[str, Cond], previous: Mapping[str, Any], generation: int,

@@ -1,9 +1,9 @@
-"""Which spec fields may not change, read from the API models, and which ones did.
+"""Which spec fields define the experiment (may not change in place), and which ones did.
 
-Modern API servers enforce immutability with the CEL rules the CRDs carry
-(`self == oldSelf`). Kubernetes 1.20 ignores those rules, so the operator compares the
-current spec with the spec snapshot of the run and refuses the change itself. The list of
-fields is derived from the same `immutable(...)` markers that generate the CEL rules.
+The `immutable(...)` markers on the API models are the one source: the CRD generator turns
+them into CEL rules on the spec (refused unless runPolicy.onSpecChange is Restart, which
+modern API servers enforce), and the operator compares the current spec with the spec
+snapshot of the run to do the same on servers without CEL (Kubernetes 1.20 ignores it).
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-__all__ = ["changed_immutable_fields", "immutable_paths"]
+__all__ = ["IMMUTABLE_RULE", "changed_immutable_fields", "immutable_paths", "immutable_wire_paths"]
 
-_RULE = "self == oldSelf"
+IMMUTABLE_RULE = "self == oldSelf"
 
 
 def _is_immutable(extra: Any) -> bool:
     if not isinstance(extra, dict):
         return False
-    return any(v.get("rule") == _RULE for v in extra.get("x-kubernetes-validations", []))
+    return any(v.get("rule") == IMMUTABLE_RULE for v in extra.get("x-kubernetes-validations", []))
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
@@ -67,6 +67,11 @@ def _wire_path(model: type[BaseModel], path: tuple[str, ...]) -> str:
                 break
         parts.append(alias)
     return "spec." + ".".join(parts)
+
+
+def immutable_wire_paths(model: type[BaseModel]) -> list[str]:
+    """Wire paths below spec (tasks, scheduling.queueName) of every immutable field."""
+    return [_wire_path(model, path).removeprefix("spec.") for path in immutable_paths(model)]
 
 
 def changed_immutable_fields(old: BaseModel, new: BaseModel) -> list[str]:
