@@ -17,10 +17,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["MlflowServer"]
+__all__ = ["MlflowServer", "free_port"]
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (bound and released)."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -33,7 +34,7 @@ class MlflowServer:
                  host: str = "127.0.0.1") -> None:
         self.directory = directory
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,7 +31,7 @@ from mendel.api.kinds import GROUP, KINDS, VERSION
 from mendel.tracking import contract
 from tests.chart.support import CHART, tool_path
 from tests.cluster.conftest import REPO, create_ready_namespace, wait_for
-from tests.mlflow_server import MlflowServer
+from tests.mlflow_server import MlflowServer, free_port
 from tests.support.listener import CountingListener
 
 from .conftest import RealNode
@@ -53,12 +52,6 @@ def _images(target: str) -> Path:
         pytest.fail(f"hack/build-images.sh archive {target} failed:\n{found.stderr[-4000:]}",
                     pytrace=False)
     return Path(found.stdout.strip().splitlines()[-1])
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -167,8 +160,8 @@ def stack(real_node: RealNode, node_api_client: client.ApiClient, images: None,
         # The test plane: no kube-proxy, so the API server is reached on loopback.
         "hostNetwork": True,
         "env": [{"name": k, "value": v} for k, v in real_node.api_env.items()],
-        "health": {"port": _free_port()},
-        "metrics": {"port": _free_port()},
+        "health": {"port": free_port()},
+        "metrics": {"port": free_port()},
     }))
     installed = Stack(real_node, node_api_client, tool_path("3"), kubectl, namespace, values,
                       mlflow)

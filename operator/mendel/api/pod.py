@@ -122,10 +122,14 @@ class Volume(ApiModel):
         return self
 
 
-# Mounted by the operator into every worker: the spec snapshot, the writable scratch
-# space (the root filesystem is read-only) and /dev/shm.
-RESERVED_VOLUMES = frozenset({"mendel-spec", "mendel-scratch", "dshm"})
-RESERVED_MOUNT_PATHS = frozenset({"/etc/mendel/spec", "/tmp", "/dev/shm"})
+# Mounted by the operator into every worker (controller/runs/manifests.py): the spec
+# snapshot, the writable scratch space (the root filesystem is read-only) and /dev/shm.
+# A resource's podTemplatePatch may not take these names or paths.
+SPEC_VOLUME, SPEC_MOUNT = "mendel-spec", "/etc/mendel/spec"
+SCRATCH_VOLUME, SCRATCH_MOUNT = "mendel-scratch", "/tmp"
+SHM_VOLUME, SHM_MOUNT = "dshm", "/dev/shm"
+RESERVED_VOLUMES = frozenset({SPEC_VOLUME, SCRATCH_VOLUME, SHM_VOLUME})
+RESERVED_MOUNT_PATHS = frozenset({SPEC_MOUNT, SCRATCH_MOUNT, SHM_MOUNT})
 
 
 class VolumeMount(ApiModel):

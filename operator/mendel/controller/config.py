@@ -59,12 +59,16 @@ class OperatorConfig:
     worker_service_account: str | None = None
     """ServiceAccount of worker Pods whose resource names none (a token-less account)."""
 
+    @property
+    def allowed_uris(self) -> tuple[str, ...]:
+        """The tracking servers the operator may talk to (default: its own URI only)."""
+        if self.allowed_tracking_uris is not None:
+            return self.allowed_tracking_uris
+        return (self.tracking_uri,) if self.tracking_uri else ()
+
     def tracking_allowed(self, uri: str) -> bool:
         """Whether the operator may talk to this tracking server."""
-        allowed = self.allowed_tracking_uris
-        if allowed is None:
-            allowed = (self.tracking_uri,) if self.tracking_uri else ()
-        return normalize_uri(uri) in {normalize_uri(a) for a in allowed}
+        return normalize_uri(uri) in {normalize_uri(a) for a in self.allowed_uris}
 
 
 def normalize_uri(uri: str) -> str:

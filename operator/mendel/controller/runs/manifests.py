@@ -14,6 +14,14 @@ import yaml
 
 from mendel.api.envelope import SpecEnvelope
 from mendel.api.kinds import API_VERSION
+from mendel.api.pod import (
+    SCRATCH_MOUNT,
+    SCRATCH_VOLUME,
+    SHM_MOUNT,
+    SHM_VOLUME,
+    SPEC_MOUNT,
+    SPEC_VOLUME,
+)
 from mendel.controller.config import Capabilities
 from mendel.controller.runs import naming, specs
 from mendel.tracking import contract
@@ -21,11 +29,6 @@ from mendel.tracking import contract
 __all__ = ["JobInputs", "RunRef", "config_map", "driver_job", "job", "metadata", "owner_reference",
            "pod_template"]
 
-SPEC_MOUNT = "/etc/mendel/spec"
-SCRATCH_MOUNT = "/tmp"
-SCRATCH_VOLUME = "mendel-scratch"
-SHM_VOLUME = "dshm"
-SPEC_VOLUME = "mendel-spec"
 CONTAINER = "worker"
 WORKER_COMMAND = ("mendel", "worker")
 
@@ -299,7 +302,7 @@ def _mounts(spec: SpecEnvelope) -> list[dict[str, Any]]:
         {"name": SCRATCH_VOLUME, "mountPath": SCRATCH_MOUNT},
     ]
     if specs.role_resources(spec).shared_memory:
-        mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+        mounts.append({"name": SHM_VOLUME, "mountPath": SHM_MOUNT})
     for mount in spec.pod_template_patch.volume_mounts:
         mounts.append({"name": mount.name, "mountPath": mount.mount_path,
                        "readOnly": mount.read_only})

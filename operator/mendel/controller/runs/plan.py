@@ -46,6 +46,9 @@ class PlanInputs:
     now: datetime
     config: OperatorConfig = field(default_factory=OperatorConfig)
     invalid: str | None = None
+    attempt: Attempt | None = None
+    """`current_attempt` of these inputs, when the caller already decided it (the
+    reconciler needs the run index before planning, to find the MLflow run)."""
 
 
 @dataclass(frozen=True)
@@ -151,8 +154,8 @@ def plan_run(inputs: PlanInputs) -> Plan:
         The Plan: objects to get-or-create, Jobs to delete and the new status.
     """
     run, spec, observed = inputs.run, inputs.spec, inputs.observed
-    chosen = current_attempt(run.kind, run.name, run.uid, spec, observed, inputs.previous,
-                             inputs.invalid)
+    chosen = inputs.attempt or current_attempt(run.kind, run.name, run.uid, spec, observed,
+                                               inputs.previous, inputs.invalid)
     attempt, refused = chosen.number, chosen.refused
     lead = naming.child_name(run.name, _lead_role(spec), run.uid, attempt)
     reduced = reduce_status(

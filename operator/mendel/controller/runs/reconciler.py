@@ -83,10 +83,7 @@ def _tracking_refusal(spec: SpecEnvelope, config: OperatorConfig) -> str | None:
     uri = spec.tracking.mlflow.tracking_uri
     if not uri or config.tracking_allowed(uri):
         return None
-    allowed = config.allowed_tracking_uris
-    if allowed is None:
-        allowed = (config.tracking_uri,) if config.tracking_uri else ()
-    listed = ", ".join(_redacted(a) for a in allowed) or "none configured"
+    listed = ", ".join(_redacted(a) for a in config.allowed_uris) or "none configured"
     return (f"spec.tracking.mlflow.trackingUri: {_redacted(uri)!r} is not a tracking server "
             f"this operator may use (allowed: {listed}); remove the field to use the "
             "operator's default, or ask the platform team to add it to the operator's "
@@ -168,14 +165,14 @@ async def reconcile(ctx: OperatorContext, body: Mapping[str, Any], observed: Obs
         previous = ctx.statuses.get(ref.uid, written)
         spec_wire = dict(body.get("spec") or {})
         spec, invalid = _parse(ref.kind, ref.name, spec_wire, ctx.config)
-        run = tracking.RunSnapshot()
+        run, chosen = tracking.RunSnapshot(), None
         if spec is not None:
             chosen = current_attempt(ref.kind, ref.name, ref.uid, spec, observed, previous)
             run = await _tracking(ctx, ref, spec, spec_wire, previous, chosen.run)
         observed = await _with_create_failures(ctx, ref, observed)
         plan = plan_run(PlanInputs(run=ref, spec_wire=spec_wire, spec=spec, observed=observed,
                                    mlflow=run, previous=previous, now=datetime.now(UTC),
-                                   config=ctx.config, invalid=invalid))
+                                   config=ctx.config, invalid=invalid, attempt=chosen))
         api_error = await _apply(ctx, ref, plan)
         status = plan.reduced.status
         if spec is not None:
