@@ -25,6 +25,7 @@ __all__ = [
     "LibrarySettings",
     "LlmBackend",
     "Practice",
+    "Tools",
     "Verifier",
 ]
 
@@ -116,6 +117,30 @@ class Practice(ApiModel):
         ge=1,
         le=16,
     )
+    max_failed_call_fraction: float = Field(
+        default=0.5,
+        description="A step fails the run only when more than this fraction of its LLM "
+        "calls fail after their retries; below it, the failed rollouts or groups are dropped "
+        "and counted.",
+        ge=0.0,
+        le=1.0,
+    )
+
+
+class Tools(ApiModel):
+    """Tools the agent may call while answering (OpenAI tool calling); off by default."""
+
+    python: bool = Field(
+        default=False,
+        description="A Python interpreter in Mendel's sandbox (no network, time and memory "
+        "limits), as in the paper's ReAct math agent. The endpoint must support tool calls.",
+    )
+    max_turns: int = Field(
+        default=4, description="Tool calls per rollout before the answer is due.", ge=1, le=50
+    )
+    timeout_seconds: int = Field(
+        default=10, description="Time limit per program.", ge=1, le=600
+    )
 
 
 class Verifier(ApiModel):
@@ -148,6 +173,9 @@ class Verifier(ApiModel):
         max_length=64,
     )
     judge: LlmBackend | None = Field(default=None, description="llmJudge: the grading LLM.")
+    timeout_seconds: int = Field(
+        default=30, description="command: time limit per rollout scored.", ge=1, le=3600
+    )
 
     @model_validator(mode="after")
     def _fields_for_type(self) -> Verifier:
@@ -222,6 +250,11 @@ class ExperienceLibrarySpec(SpecEnvelope):
         json_schema_extra=immutable("dataset"),
     )
     practice: Practice = Field(default_factory=Practice, description="The learning loop.")
+    tools: Tools = Field(
+        default_factory=Tools,
+        description="Tools the agent may call.",
+        json_schema_extra=immutable("tools"),
+    )
     verifier: Verifier = Field(
         default_factory=Verifier,
         description="Reward of a rollout.",

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -43,6 +44,9 @@ __all__ = [
     "TAG_GENERATION",
     "TAG_KIND",
     "TAG_LIBRARY_CONFIG_MAP",
+    "TAG_LIBRARY_PROMPT_URI",
+    "TAG_LIBRARY_SIZE",
+    "TAG_LIBRARY_VERSION",
     "TAG_NAME",
     "TAG_NAMESPACE",
     "TAG_PREVIOUS_RUN_ID",
@@ -56,6 +60,8 @@ __all__ = [
     "SPEC_FILE",
     "TERMINATION_LOG_PATH",
     "best_metric",
+    "parse_experiences",
+    "render_experiences",
     "spec_hash",
     "secret_env",
 ]
@@ -95,6 +101,12 @@ TAG_CHECKPOINT_STEP = "mendel.checkpoint.step"
 TAG_REGISTERED_NAME = "mendel.registered.name"
 TAG_REGISTERED_VERSION = "mendel.registered.version"
 TAG_LIBRARY_CONFIG_MAP = "mendel.library.config_map"
+# The final experience library of an ExperienceLibrary run, set once it is registered in
+# MLflow's Prompt Registry: "prompts:/<name>/<version>", and its size and version (step).
+# The operator publishes that prompt's text to the resource's ConfigMap.
+TAG_LIBRARY_PROMPT_URI = "mendel.library.prompt_uri"
+TAG_LIBRARY_SIZE = "mendel.library.size"
+TAG_LIBRARY_VERSION = "mendel.library.version"
 TAG_STAGE = "mendel.training.stage"
 
 # Metrics the workload logs on the parent run and the operator mirrors into status.
@@ -132,3 +144,26 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
     operator and by a workload that creates its parent run itself: both must agree."""
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_EXPERIENCE_LINE = re.compile(r"^\[(?P<id>[^\]\s]+)\]\. (?P<text>.*)$")
+
+
+def render_experiences(entries: Sequence[tuple[str, str]]) -> str:
+    """The library as the agent reads it: one line "[G0]. text" per experience, in order.
+
+    This text is the prompt registered in MLflow and the ConfigMap's `experiences.txt`, so
+    an agent outside Mendel injects exactly what the agent saw in practice. Texts are kept
+    to one line (the engine normalises whitespace), which makes the format reversible.
+    """
+    return "\n".join(f"[{entry_id}]. {' '.join(text.split())}" for entry_id, text in entries)
+
+
+def parse_experiences(text: str) -> list[tuple[str, str]]:
+    """The (id, text) pairs of a rendered library; lines of another shape are skipped."""
+    pairs = []
+    for line in text.splitlines():
+        found = _EXPERIENCE_LINE.match(line.strip())
+        if found:
+            pairs.append((found["id"], found["text"]))
+    return pairs
