@@ -14,10 +14,16 @@ stops accidents, not a program written to escape, which the kernel-level layers 
 
 Which layers are available is probed once per interpreter (`probe_isolation`); without
 root, user namespaces or `unshare`, only the resource limits and the in-process guard apply.
+
+`run_command` runs any other program (a reward script) under the same kernel layers and
+limits, with data on standard input; the in-process guard, being Python, does not apply.
+`arun` and `arun_command` run in the sandbox's own threads, `workers` at a time, so a
+program never blocks an event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import resource
@@ -28,14 +34,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-__all__ = ["Isolation", "RunResult", "Sandbox", "SandboxError", "SandboxLimits", "probe_isolation"]
+__all__ = [
+    "Isolation",
+    "RunResult",
+    "Sandbox",
+    "SandboxError",
+    "SandboxLimits",
+    "find_program",
+    "probe_isolation",
+]
 
 Isolation = Literal["namespaces+nobody", "nobody", "namespaces", "none"]
 """Kernel isolation beyond resource limits: new network and PID namespaces, the user nobody,
@@ -44,6 +58,9 @@ both, or neither."""
 _NOBODY = 65534
 _GUARD = (Path(__file__).parent / "_sandbox_guard.py").read_text(encoding="utf-8")
 _ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+_Outcome = Literal["passed", "failed", "timeout"]
+_STDOUT_BYTES = 1 << 16
+"""Captured standard output is cut to its last 64 KiB."""
 
 
 class SandboxError(RuntimeError):
@@ -71,9 +88,11 @@ class SandboxLimits:
 class RunResult:
     """What happened to one program."""
 
-    outcome: Literal["passed", "failed", "timeout"]
+    outcome: _Outcome
     returncode: int
     stderr_tail: str
+    stdout_tail: str = ""
+    """The end of standard output, where the caller asked for it (`run_command` always)."""
 
     @property
     def passed(self) -> bool:
@@ -99,6 +118,8 @@ class Sandbox:
         self.python = python or os.path.realpath(sys.executable)
         self.workers = workers
         self._isolation = isolation
+        # Bound to no event loop; threads start on first use, `workers` programs at most.
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="mendel-sandbox")
 
     @property
     def isolation(self) -> Isolation:
@@ -113,51 +134,135 @@ class Sandbox:
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             return list(pool.map(lambda source: self.run(source, limits), sources))
 
-    def run(self, source: str, limits: SandboxLimits) -> RunResult:
+    def run(
+        self, source: str, limits: SandboxLimits, *, capture_stdout: bool = False
+    ) -> RunResult:
         """Run one program to completion, failure or its deadline.
+
+        Args:
+            source: The Python program.
+            limits: Its limits.
+            capture_stdout: Keep the end of standard output, unbuffered so that what was
+                printed before a timeout is kept, in `stdout_tail` (then subject to the
+                file-size limit); by default it is discarded.
 
         Raises:
             SandboxError: the interpreter could not be started or never reached the program.
         """
         with (
-            tempfile.TemporaryDirectory(
-                prefix="mendel-sandbox-", ignore_cleanup_errors=True
-            ) as work,
+            self._workdir() as work,
+            tempfile.TemporaryFile() as stdout,
             tempfile.TemporaryFile() as stderr,
             tempfile.TemporaryFile() as result,
         ):
             Path(work, "program.py").write_text(source, encoding="utf-8")
-            if self.isolation in ("namespaces+nobody", "nobody"):
-                os.chown(work, _NOBODY, _NOBODY)
             nonce = secrets.token_hex(16)
-            proc = self._spawn(work, limits, stderr, result)
+            proc = self._spawn(
+                [self.python, "-I", "-S", *(["-u"] if capture_stdout else []), "-c", _GUARD],
+                work,
+                limits,
+                stdin=subprocess.PIPE,
+                stdout=stdout if capture_stdout else subprocess.DEVNULL,
+                stderr=stderr,
+                pass_fds=(result.fileno(),),
+            )
             _send(proc, f"{result.fileno()} {nonce}\n")
             timed_out = _wait_then_kill(proc, limits.timeout_seconds)
             marks = _read(result, 4096).split()
             stderr_tail = _read(stderr, 2048, tail=True)
+            stdout_tail = _read(stdout, _STDOUT_BYTES, tail=True)
         if timed_out:
-            return RunResult("timeout", proc.returncode, stderr_tail)
+            return RunResult("timeout", proc.returncode, stderr_tail, stdout_tail)
         if not marks:
             raise SandboxError(f"the sandboxed interpreter did not start: {stderr_tail.strip()}")
-        passed = proc.returncode == 0 and marks[-1] == nonce
-        return RunResult("passed" if passed else "failed", proc.returncode, stderr_tail)
+        outcome: _Outcome = "passed" if proc.returncode == 0 and marks[-1] == nonce else "failed"
+        return RunResult(outcome, proc.returncode, stderr_tail, stdout_tail)
+
+    def run_command(
+        self, argv: Sequence[str], limits: SandboxLimits, *, stdin: bytes = b""
+    ) -> RunResult:
+        """Run any program under the kernel layers and limits; it passes if it exits with 0.
+
+        It starts in a fresh working directory with the scrubbed environment, so file
+        arguments must be absolute paths the sandbox's user can read. Standard input is a
+        file: a program that never reads it cannot block the caller.
+
+        Args:
+            argv: The program (looked up with `find_program`) and its arguments.
+            limits: Its limits.
+            stdin: Everything the program may read on standard input.
+
+        Raises:
+            SandboxError: argv is empty or its program cannot be found or started.
+        """
+        program = find_program(argv[0]) if argv else None
+        if program is None:
+            raise SandboxError(f"no program {argv[0] if argv else ''!r} on PATH {_ENV['PATH']}")
+        with (
+            self._workdir() as work,
+            tempfile.TemporaryFile() as stdin_file,
+            tempfile.TemporaryFile() as stdout,
+            tempfile.TemporaryFile() as stderr,
+        ):
+            stdin_file.write(stdin)
+            stdin_file.seek(0)
+            proc = self._spawn(
+                [program, *argv[1:]], work, limits, stdin=stdin_file, stdout=stdout, stderr=stderr
+            )
+            timed_out = _wait_then_kill(proc, limits.timeout_seconds)
+            stderr_tail = _read(stderr, 2048, tail=True)
+            stdout_tail = _read(stdout, _STDOUT_BYTES, tail=True)
+        if timed_out:
+            return RunResult("timeout", proc.returncode, stderr_tail, stdout_tail)
+        outcome: _Outcome = "passed" if proc.returncode == 0 else "failed"
+        return RunResult(outcome, proc.returncode, stderr_tail, stdout_tail)
+
+    async def arun(
+        self, source: str, limits: SandboxLimits, *, capture_stdout: bool = False
+    ) -> RunResult:
+        """`run` in one of the sandbox's threads, off the event loop."""
+        call = functools.partial(self.run, source, limits, capture_stdout=capture_stdout)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    async def arun_command(
+        self, argv: Sequence[str], limits: SandboxLimits, *, stdin: bytes = b""
+    ) -> RunResult:
+        """`run_command` in one of the sandbox's threads, off the event loop."""
+        call = functools.partial(self.run_command, list(argv), limits, stdin=stdin)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    @contextmanager
+    def _workdir(self) -> Iterator[str]:
+        with tempfile.TemporaryDirectory(
+            prefix="mendel-sandbox-", ignore_cleanup_errors=True
+        ) as work:
+            if self.isolation in ("namespaces+nobody", "nobody"):
+                os.chown(work, _NOBODY, _NOBODY)
+            yield work
 
     def _spawn(
-        self, work: str, limits: SandboxLimits, stderr: IO[bytes], result: IO[bytes]
+        self,
+        argv: list[str],
+        work: str,
+        limits: SandboxLimits,
+        *,
+        stdin: int | IO[bytes],
+        stdout: int | IO[bytes],
+        stderr: IO[bytes],
+        pass_fds: tuple[int, ...] = (),
     ) -> subprocess.Popen[bytes]:
         isolation = self.isolation
         as_nobody = isolation in ("namespaces+nobody", "nobody")
-        argv = [*_prefix(isolation), self.python, "-I", "-S", "-c", _GUARD]
         user = _NOBODY if isolation == "nobody" else None
         try:
             return subprocess.Popen(
-                argv,
+                [*_prefix(isolation), *argv],
                 cwd=work,
                 env={**_ENV, "HOME": work, "TMPDIR": work},
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
+                stdin=stdin,
+                stdout=stdout,
                 stderr=stderr,
-                pass_fds=(result.fileno(),),
+                pass_fds=pass_fds,
                 start_new_session=True,
                 preexec_fn=_limiter(limits, as_nobody),
                 user=user,
@@ -165,7 +270,14 @@ class Sandbox:
                 extra_groups=[] if user is not None else None,
             )
         except OSError as error:
-            raise SandboxError(f"could not start the sandboxed interpreter: {error}") from error
+            raise SandboxError(f"could not start {argv[0]!r} in the sandbox: {error}") from error
+
+
+def find_program(name: str) -> str | None:
+    """The absolute path the sandbox runs for `name` (a path, or a name looked up on the
+    sandbox's PATH /usr/bin:/bin, not the worker's), or None where there is none."""
+    found = shutil.which(name, path=_ENV["PATH"])
+    return os.path.abspath(found) if found else None
 
 
 @functools.lru_cache(maxsize=8)

@@ -147,6 +147,12 @@ class TrainingFreeGRPO:
             result = await evaluate(self.agent, records, library, samples=samples,
                                     seed=self.config.seed,
                                     journal=self.store.evaluation_journal(label))
+            failed, total = sum(result["failed"].values()), len(records) * samples
+            if failed / total > self.config.max_failed_call_fraction:
+                raise EngineError(
+                    f"scoring the library of step {step} lost {failed} of {total} rollouts "
+                    f"({result['failed']}), more than practice.maxFailedCallFraction "
+                    f"{self.config.max_failed_call_fraction:g}; the score is not kept")
             result["librarySize"] = len(library)
             self.store.save_evaluation(label, result)
         self.observer.on_evaluation(label, step, result)
@@ -201,11 +207,13 @@ class TrainingFreeGRPO:
                      compute: Callable[[Journal], Awaitable[PhaseOutput]]) -> Any:
         """A phase's value: kept from an earlier attempt, or computed and kept now."""
         output = self.store.load(step, phase)
+        fresh = output is None
         if output is None:
             output = await compute(self.store.journal(step, phase))
-            self._save(step, phase, output)
         calls.absorb(output)
-        self._check(calls)
+        self._check(calls)  # before saving: a phase that failed the step is asked again
+        if fresh:
+            self._save(step, phase, output)
         return output["value"]
 
     async def _rollouts(self, step: int, batch: list[int], library: Library, calls: StepCalls,
@@ -226,11 +234,14 @@ class TrainingFreeGRPO:
                 return result
 
             results = await asyncio.gather(*(one(i, s) for i in batch for s in range(size)))
-            saved = {str(i): results[n * size:(n + 1) * size] for n, i in enumerate(batch)}
-            self._save(step, "rollouts", saved)
-        groups = {int(index): rollouts for index, rollouts in saved.items()}
-        calls.count_rollouts([r for group in groups.values() for r in group])
-        self._check(calls)
+            groups = {i: results[n * size:(n + 1) * size] for n, i in enumerate(batch)}
+            calls.count_rollouts(results)
+            self._check(calls)  # before saving: failed rollouts are then asked again
+            self._save(step, "rollouts", {str(i): group for i, group in groups.items()})
+        else:
+            groups = {int(index): rollouts for index, rollouts in saved.items()}
+            calls.count_rollouts([r for group in groups.values() for r in group])
+            self._check(calls)
         judged = [[r["reward"] for r in group if "failed" not in r] for group in groups.values()]
         flat = [reward for rewards in judged for reward in rewards]
         metrics["practice/reward_mean"] = sum(flat) / len(flat) if flat else 0.0

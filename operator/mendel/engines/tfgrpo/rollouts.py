@@ -68,10 +68,14 @@ class Agent:
             return {"failed": error.reason}
         except TimeoutError:
             return {"failed": "task_timeout"}
+        except Exception as error:  # a tool that could not run (a broken sandbox)
+            return {"failed": "tool_error", "error": _describe(error)}
         try:
             verdict = await self.scorer.score(record, response)
+        except ChatError as error:  # the judge's call failed after its retries
+            return {"failed": f"judge_{error.reason}"}
         except Exception as error:  # a verifier that cannot score: counted, not fatal
-            return {"failed": "verifier_error", "error": f"{type(error).__name__}: {error}"[:300]}
+            return {"failed": "verifier_error", "error": _describe(error)}
         return {"response": response, "reward": float(verdict.reward),
                 "critique": getattr(verdict, "reasoning", None), "tokens": tokens}
 
@@ -97,6 +101,10 @@ class Agent:
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
                 transcript.append(f"[{call.name}] {call.arguments}\n-> {output}")
         return "\n".join(transcript), tokens
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"[:300]
 
 
 def mean_and_pass(rewards_by_question: Sequence[Sequence[float]]) -> tuple[float, float]:

@@ -132,7 +132,7 @@ def test_too_many_failed_calls_fail_the_step_with_a_message(tmp_path: Path) -> N
         run(engine(tmp_path, chat, epochs=1, batch_size=6))
 
 
-@pytest.mark.parametrize("crash_after", [5, 20, 41, 60])
+@pytest.mark.parametrize("crash_after", [13, 20, 41, 60])
 def test_resume_repeats_no_answered_call(tmp_path: Path, crash_after: int) -> None:
     reference = FakeChat()
     expected = run(engine(tmp_path / "whole", reference), evaluation=RECORDS[:3], samples=2)
