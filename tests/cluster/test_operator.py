@@ -8,6 +8,7 @@ it exists. Every wait is bounded.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -395,6 +396,105 @@ def test_operator_fails_names_its_children_cannot_carry_once(
     assert resources.jobs(uid) == [] and resources.config_maps(uid) == []
     warnings = [e for e in resources.events(name) if e.reason == "InvalidSpec"]
     assert len(warnings) == 1 and (warnings[0].count or 1) == 1
+
+
+def _library_spec(node: str, name: str, **overrides: Any) -> dict[str, Any]:
+    """An ExperienceLibrary whose stand-in worker registers its library under `<name>-lib`."""
+    spec = spec_for("ExperienceLibrary", node, steps=2, step_seconds=0.1, **overrides)
+    spec["podTemplatePatch"]["env"].append({"name": "FAKE_LIBRARY_PROMPT",
+                                            "value": f"{name}-lib"})
+    return spec
+
+
+def _config_map(resources: Resources, name: str) -> client.V1ConfigMap | None:
+    try:
+        return resources.core.read_namespaced_config_map(name, resources.namespace)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _lessons(epochs: int) -> str:
+    return contract.render_experiences(
+        [(f"G{i}", f"Lesson of epoch {i + 1}: check the units.") for i in range(epochs)])
+
+
+def test_operator_publishes_the_experience_library_and_each_new_version(
+        operator: Callable[[], OperatorThread], resources: Resources, kubelet: KubeletStandIn,
+        poll: Callable[..., Any]) -> None:
+    first = operator()
+    name = _name()
+    kind, target = "ExperienceLibrary", f"{name}-library"
+    uid = resources.create(kind, name, _library_spec(kubelet.name, name))["metadata"]["uid"]
+    library = poll(lambda: (lib := resources.status(kind, name).get("library", {}))
+                   .get("configMap") and lib, timeout=90, what="status.library.configMap")
+    status = resources.status(kind, name)
+    assert library == {"configMap": target, "size": 1, "version": 2}
+    cm = _config_map(resources, target)
+    assert cm is not None
+    assert cm.data["experiences.txt"] == _lessons(1)
+    assert json.loads(cm.data["library.json"]) == [
+        {"id": "G0", "text": "Lesson of epoch 1: check the units."}]
+    assert cm.metadata.labels[f"{GROUP}/library-version"] == "2"
+    assert cm.metadata.labels[f"{GROUP}/uid"] == uid
+    assert cm.metadata.annotations[f"{GROUP}/prompt-uri"] == f"prompts:/{name}-lib/1"
+    assert cm.metadata.annotations[f"{GROUP}/mlflow-run-id"] == status["mlflow"]["runId"]
+    (owner,) = cm.metadata.owner_references
+    assert (owner.kind, owner.name, owner.uid, owner.controller) == (kind, name, uid, True)
+    assert [e.type for e in resources.events(name) if e.reason == "LibraryPublished"] == \
+        ["Normal"]
+
+    # A restarted operator finds it published and writes nothing.
+    first.stop()
+    operator()
+    time.sleep(7)  # the resume pass and two more reconcile periods
+    assert _config_map(resources, target).metadata.resource_version == \
+        cm.metadata.resource_version
+
+    # More epochs on the finished run: a second attempt registers version 2 of the prompt.
+    poll(lambda: resources.status(kind, name).get("phase") == "Succeeded", timeout=60,
+         what="the first attempt to succeed")
+    resources.patch_spec(kind, name, {"practice": {"epochs": 2}})
+    updated = poll(lambda: (c := _config_map(resources, target))
+                   and c.metadata.annotations[f"{GROUP}/prompt-uri"]
+                   == f"prompts:/{name}-lib/2" and c, timeout=90, what="the second version")
+    assert updated.metadata.uid == cm.metadata.uid  # updated in place, not re-created
+    assert updated.data["experiences.txt"] == _lessons(2)
+    assert len(json.loads(updated.data["library.json"])) == 2
+    assert updated.metadata.labels[f"{GROUP}/library-version"] == "4"
+    poll(lambda: resources.status(kind, name).get("library")
+         == {"configMap": target, "size": 2, "version": 4}, timeout=30,
+         what="status of the second version")
+
+
+def test_operator_leaves_a_config_map_it_does_not_own_alone_with_a_warning(
+        operator: Callable[[], OperatorThread], resources: Resources, kubelet: KubeletStandIn,
+        poll: Callable[..., Any]) -> None:
+    operator()
+    name = _name()
+    taken = f"{name}-shared"
+    resources.core.create_namespaced_config_map(resources.namespace, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name=taken), data={"owner": "another team"}))
+    before = _config_map(resources, taken)
+    spec = _library_spec(kubelet.name, name, library={"configMapName": taken})
+    resources.create("ExperienceLibrary", name, spec)
+    warning = poll(lambda: next((e for e in resources.events(name)
+                                 if e.reason == "LibraryConfigMapConflict"), None),
+                   timeout=90, what="a LibraryConfigMapConflict Event")
+    assert warning.type == "Warning"
+    assert f"ConfigMap {taken}" in warning.message
+    assert "spec.library.configMapName" in warning.message
+    poll(lambda: resources.status("ExperienceLibrary", name).get("phase") == "Succeeded",
+         timeout=60, what="the run to succeed regardless")
+    time.sleep(7)  # two more reconcile periods: no write, no second Event
+    after = _config_map(resources, taken)
+    assert after.metadata.resource_version == before.metadata.resource_version
+    assert after.data == {"owner": "another team"} and not after.metadata.owner_references
+    library = resources.status("ExperienceLibrary", name)["library"]
+    assert "configMap" not in library and library["size"] == 1
+    conflicts = [e for e in resources.events(name) if e.reason == "LibraryConfigMapConflict"]
+    assert len(conflicts) == 1 and (conflicts[0].count or 1) == 1
 
 
 def _experiment_chart(root: Path, name: str, spec: dict[str, Any]) -> Path:

@@ -154,9 +154,11 @@ seccompProfile:
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
+# Spec snapshots (created once) and each ExperienceLibrary's published library (read by
+# name to check who owns it, then created or updated).
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [list, watch, create]
+  verbs: [get, list, watch, create, update]
 # The headless rendezvous Service of a multi-node CompressorTraining.
 - apiGroups: [""]
   resources: [services]

@@ -20,8 +20,8 @@ from typing import Any
 from mendel.tracking import contract
 
 __all__ = ["TERMINAL_STATUSES", "RunSnapshot", "TrackingUnavailable", "end_run",
-           "ensure_parent_run", "experiment_name", "find_run", "make_client", "read_run",
-           "reopen_run", "run_url"]
+           "ensure_parent_run", "experiment_name", "find_run", "load_prompt_text",
+           "make_client", "make_operator_client", "read_run", "reopen_run", "run_url"]
 
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
@@ -49,6 +49,17 @@ def make_client(tracking_uri: str) -> Any:
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def make_operator_client(tracking_uri: str) -> Any:
+    """An MlflowClient whose registry (models, prompts) is the tracking server itself.
+
+    MLflow would otherwise follow MLFLOW_REGISTRY_URI from the environment; the operator
+    talks only to the tracking servers it was allowed (OperatorConfig.allowed_uris).
+    """
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 def experiment_name(kind: str, namespace: str, configured: str | None) -> str:
@@ -185,6 +196,25 @@ def reopen_run(client: Any, run_id: str) -> bool:
     except Exception as error:
         raise TrackingUnavailable(_describe(error)) from error
     return True
+
+
+def load_prompt_text(client: Any, name: str, version: str) -> str:
+    """The template of one version of a text prompt in the Prompt Registry.
+
+    Raises:
+        TrackingUnavailable: MLflow cannot be reached, the version does not exist, or it
+            is a chat prompt (a list of messages), not text.
+    """
+    try:
+        prompt = client.get_prompt_version(name, version)
+    except Exception as error:
+        raise TrackingUnavailable(_describe(error)) from error
+    if prompt is None:
+        raise TrackingUnavailable(f"prompt {name} version {version} does not exist")
+    template = prompt.template
+    if not isinstance(template, str):
+        raise TrackingUnavailable(f"prompt {name} version {version} is not a text prompt")
+    return template
 
 
 def _get(client: Any, run_id: str) -> Any | None:

@@ -1,4 +1,4 @@
-"""Applying a plan: get-or-create and delete against the API server, nothing else.
+"""Applying a plan: get-or-create, delete Jobs and publish the library ConfigMap.
 
 The Kubernetes client is injected (a `kubernetes.client.ApiClient`); calls are synchronous
 and the reconciler runs them in a worker thread. Errors are one of:
@@ -6,6 +6,7 @@ and the reconciler runs them in a worker thread. Errors are one of:
     KubeError            any API failure other than the expected ones below
     (409 on create)      the object exists: success, the name is deterministic
     (404 on delete)      the object is gone already: success
+    (404 on read)        the object does not exist: None
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class KubeError(Exception):
 
 
 class KubeGateway:
-    """The writes a reconcile may do: create children, delete Jobs."""
+    """The writes a reconcile may do: create children, delete Jobs, write the library."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self._core = client.CoreV1Api(api)
@@ -79,6 +80,36 @@ class KubeGateway:
                                 str(error.reason)) from error
             deleted.append(name)
         return deleted
+
+    def read_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ConfigMap as plain wire-form data (camelCase keys), or None if there is none."""
+        self.requests += 1
+        try:
+            found = self._core.read_namespaced_config_map(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise KubeError("get", f"ConfigMap {name}", error.status,
+                            str(error.reason)) from error
+        data: dict[str, Any] = self._core.api_client.sanitize_for_serialization(found)
+        return data
+
+    def write_config_map(self, body: dict[str, Any]) -> None:
+        """Create a ConfigMap, or replace it when the body carries the resourceVersion it was
+        read at (409: someone changed or created it meanwhile; the next pass reads again)."""
+        meta = body["metadata"]
+        replace: Callable[..., Any] = self._core.replace_namespaced_config_map
+        create: Callable[..., Any] = self._core.create_namespaced_config_map
+        update = bool(meta.get("resourceVersion"))
+        self.requests += 1
+        try:
+            if update:
+                replace(meta["name"], meta["namespace"], body)
+            else:
+                create(meta["namespace"], body)
+        except ApiException as error:
+            raise KubeError("update" if update else "create", f"ConfigMap {meta['name']}",
+                            error.status, str(error.reason)) from error
 
     def patch_status(self, plural: str, namespace: str, name: str,
                      patch: dict[str, Any]) -> None:

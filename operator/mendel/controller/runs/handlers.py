@@ -8,8 +8,8 @@ Per kind (ids are persisted state; renaming one needs a migration note):
   changes (the indexes wake it) and at least every `reconcile_interval` seconds.
 - `<kind>_delete`: end the MLflow parent run as KILLED; children go by garbage collection.
 
-Children are observed through three indexes (`run_jobs`, `run_pods`, `run_snapshots`)
-keyed by the owner's uid; nothing is ever written on a Job or Pod.
+Children are observed through four indexes (`run_jobs`, `run_pods`, `run_snapshots`,
+`run_libraries`) keyed by the owner's uid; nothing is ever written on a Job or Pod.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ import kopf
 
 from mendel.api.kinds import GROUP, KINDS, VERSION, KindInfo
 from mendel.controller.runs import naming
+from mendel.controller.runs.library import Notice
 from mendel.controller.runs.observed import (
     Observed,
     summarize_config_map,
     summarize_job,
+    summarize_library,
     summarize_pod,
 )
 from mendel.controller.runs.reconciler import Outcome, end_tracking, reconcile
@@ -46,9 +48,11 @@ def _ctx(memo: kopf.Memo) -> OperatorContext:
 
 
 def _observed(uid: str, run_jobs: kopf.Index[str, Any], run_pods: kopf.Index[str, Any],
-              run_snapshots: kopf.Index[str, Any]) -> Observed:
+              run_snapshots: kopf.Index[str, Any],
+              run_libraries: kopf.Index[str, Any]) -> Observed:
     return Observed(jobs=tuple(run_jobs.get(uid, ())), pods=tuple(run_pods.get(uid, ())),
-                    snapshots=tuple(run_snapshots.get(uid, ())))
+                    snapshots=tuple(run_snapshots.get(uid, ())),
+                    libraries=tuple(run_libraries.get(uid, ())))
 
 
 async def _pass(memo: kopf.Memo, body: kopf.Body, **indexes: Any) -> Outcome:
@@ -63,7 +67,24 @@ async def _pass(memo: kopf.Memo, body: kopf.Body, **indexes: Any) -> Outcome:
                    reason=change.reason, message=f"{change.type}={change.status}: "
                    f"{change.message}"[:1024])
     _report_api_error(ctx, body, outcome.api_error)
+    _report_library(ctx, body, outcome.library_notice)
     return outcome
+
+
+def _report_library(ctx: OperatorContext, body: kopf.Body, notice: Notice | None) -> None:
+    """An Event per library publication; a Warning (a name taken, MLflow not answering)
+    once per resource and message, since every pass until it is resolved says it again."""
+    uid = body["metadata"]["uid"]
+    if notice is None or not notice.warning:
+        ctx.library_warnings.pop(uid, None)
+    if notice is None or ctx.library_warnings.get(uid) == notice.message:
+        return
+    if notice.warning:
+        ctx.library_warnings[uid] = notice.message
+        logger.warning("%s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"],
+                       notice.message)
+    kopf.event(body, type="Warning" if notice.warning else "Normal", reason=notice.reason,
+               message=notice.message[:1024])
 
 
 def _report_api_error(ctx: OperatorContext, body: kopf.Body, error: str | None) -> None:
@@ -81,10 +102,10 @@ def _report_api_error(ctx: OperatorContext, body: kopf.Body, error: str | None) 
 
 async def run_reconcile(memo: kopf.Memo, body: kopf.Body, run_jobs: kopf.Index[str, Any],
                         run_pods: kopf.Index[str, Any], run_snapshots: kopf.Index[str, Any],
-                        **_: Any) -> None:
+                        run_libraries: kopf.Index[str, Any], **_: Any) -> None:
     """One reconcile pass; PermanentError for an invalid spec, TemporaryError on API errors."""
     outcome = await _pass(memo, body, run_jobs=run_jobs, run_pods=run_pods,
-                          run_snapshots=run_snapshots)
+                          run_snapshots=run_snapshots, run_libraries=run_libraries)
     if outcome.invalid:
         raise kopf.PermanentError(f"invalid spec: {outcome.invalid}")
     if outcome.api_error:
@@ -93,7 +114,8 @@ async def run_reconcile(memo: kopf.Memo, body: kopf.Body, run_jobs: kopf.Index[s
 
 async def run_observe(memo: kopf.Memo, body: kopf.Body, stopped: kopf.DaemonStopped,
                       run_jobs: kopf.Index[str, Any], run_pods: kopf.Index[str, Any],
-                      run_snapshots: kopf.Index[str, Any], **_: Any) -> None:
+                      run_snapshots: kopf.Index[str, Any], run_libraries: kopf.Index[str, Any],
+                      **_: Any) -> None:
     """Reconcile whenever a child changes, and at least every reconcile_interval seconds."""
     ctx = _ctx(memo)
     nudge = ctx.nudge(body["metadata"]["uid"])
@@ -108,7 +130,7 @@ async def run_observe(memo: kopf.Memo, body: kopf.Body, stopped: kopf.DaemonStop
         await asyncio.sleep(0.2)  # let a burst of child events settle into one pass
         nudge.clear()
         await _pass(memo, body, run_jobs=run_jobs, run_pods=run_pods,
-                    run_snapshots=run_snapshots)
+                    run_snapshots=run_snapshots, run_libraries=run_libraries)
 
 
 async def run_delete(memo: kopf.Memo, body: kopf.Body, retry: int, logger: kopf.Logger,
@@ -142,6 +164,14 @@ async def run_snapshots(body: kopf.Body, labels: kopf.Labels, memo: kopf.Memo,
     return {labels[naming.LABEL_UID]: summarize_config_map(body)}
 
 
+async def run_libraries(body: kopf.Body, labels: kopf.Labels, memo: kopf.Memo,
+                        **_: Any) -> dict[str, Any]:
+    """Index: owner uid -> LibraryView (published library ConfigMaps); a change wakes the
+    observer, so status.library.configMap follows a write at once."""
+    _ctx(memo).touch(labels[naming.LABEL_UID])
+    return {labels[naming.LABEL_UID]: summarize_library(body)}
+
+
 def _register_kind(registry: kopf.OperatorRegistry, info: KindInfo) -> None:
     where: dict[str, Any] = {"group": GROUP, "version": VERSION, "plural": info.plural,
                              "registry": registry}
@@ -162,3 +192,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
     snapshots: dict[str, Any] = {**_CHILD, naming.LABEL_ROLE: naming.ROLE_SPEC}
     kopf.index("v1", "configmaps", labels=snapshots,
                id="run_snapshots", registry=registry)(run_snapshots)
+    libraries: dict[str, Any] = {**_CHILD, naming.LABEL_ROLE: naming.ROLE_LIBRARY}
+    kopf.index("v1", "configmaps", labels=libraries,
+               id="run_libraries", registry=registry)(run_libraries)

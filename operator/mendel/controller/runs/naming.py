@@ -16,9 +16,12 @@ __all__ = [
     "ANNOTATION_ATTEMPT",
     "ANNOTATION_BUDGET",
     "ANNOTATION_GENERATION",
+    "ANNOTATION_MLFLOW_RUN_ID",
+    "ANNOTATION_PROMPT_URI",
     "ANNOTATION_RUN",
     "ANNOTATION_SPEC_HASH",
     "LABEL_KIND",
+    "LABEL_LIBRARY_VERSION",
     "LABEL_NAME",
     "LABEL_ROLE",
     "LABEL_UID",
@@ -26,12 +29,14 @@ __all__ = [
     "MAX_NAME",
     "ROLE_DRIVER",
     "ROLE_LEADER",
+    "ROLE_LIBRARY",
     "ROLE_RENDEZVOUS",
     "ROLE_SPEC",
     "ROLE_WORKER",
     "child_labels",
     "child_name",
     "is_allowed_label",
+    "library_name",
     "short_hash",
 ]
 
@@ -42,18 +47,22 @@ LABEL_KIND = f"{GROUP}/kind"
 LABEL_NAME = f"{GROUP}/name"
 LABEL_UID = f"{GROUP}/uid"
 LABEL_ROLE = f"{GROUP}/role"
+LABEL_LIBRARY_VERSION = f"{GROUP}/library-version"
 
 ANNOTATION_ATTEMPT = f"{GROUP}/attempt"
 ANNOTATION_BUDGET = f"{GROUP}/budget"
 ANNOTATION_GENERATION = f"{GROUP}/generation"
 ANNOTATION_RUN = f"{GROUP}/run"
 ANNOTATION_SPEC_HASH = f"{GROUP}/spec-hash"
+ANNOTATION_PROMPT_URI = f"{GROUP}/prompt-uri"
+ANNOTATION_MLFLOW_RUN_ID = f"{GROUP}/mlflow-run-id"
 
 ROLE_DRIVER = "driver"
 ROLE_LEADER = "leader"
 ROLE_WORKER = "worker"
 ROLE_RENDEZVOUS = "rdzv"
 ROLE_SPEC = "spec"
+ROLE_LIBRARY = "library"
 
 _ALLOWED_LABEL_PREFIXES = (f"{GROUP}/", "app.kubernetes.io/", "kueue.x-k8s.io/")
 
@@ -73,6 +82,12 @@ def child_name(name: str, role: str, uid: str, attempt: int) -> str:
     """
     suffix = f"-{role}-{short_hash(uid, attempt)}"
     return f"{name[: MAX_NAME - len(suffix)].rstrip('-')}{suffix}"
+
+
+def library_name(name: str, configured: str | None) -> str:
+    """The ConfigMap an ExperienceLibrary publishes to: spec.library.configMapName, else
+    `<name>-library`. Not hashed: people and agents outside Mendel mount it by name."""
+    return configured or f"{name}-library"
 
 
 def child_labels(kind: str, name: str, uid: str, role: str) -> dict[str, str]:

@@ -13,8 +13,8 @@ from typing import Any
 
 from mendel.controller.runs import naming
 
-__all__ = ["JobView", "Observed", "PodView", "SnapshotView", "summarize_config_map",
-           "summarize_job", "summarize_pod"]
+__all__ = ["JobView", "LibraryView", "Observed", "PodView", "SnapshotView",
+           "summarize_config_map", "summarize_job", "summarize_library", "summarize_pod"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,18 @@ class SnapshotView:
 
 
 @dataclass(frozen=True)
+class LibraryView:
+    """A published experience library ConfigMap: its name and which prompt it holds."""
+
+    name: str
+    prompt_uri: str = ""
+    version: str = ""
+    owned: bool = False
+    """Whether an owner reference names the resource its uid label names (a label alone
+    can be copied onto any ConfigMap)."""
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything observed of one resource's children."""
 
@@ -92,6 +104,7 @@ class Observed:
     create_failures: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     """Job name -> (reason, message) of the latest Warning Event of a Job that has no Pod,
     e.g. FailedCreate when a ServiceAccount is missing (read from Events, not indexed)."""
+    libraries: tuple[LibraryView, ...] = ()
 
 
 def _int(value: Any, default: int | None = None) -> int | None:
@@ -177,4 +190,18 @@ def summarize_config_map(body: Mapping[str, Any]) -> SnapshotView:
         budget=_int((meta.get("annotations") or {}).get(naming.ANNOTATION_BUDGET)),
         data=str(next(iter(data.values()), "")),
         run=_run(meta),
+    )
+
+
+def summarize_library(body: Mapping[str, Any]) -> LibraryView:
+    """A LibraryView of a published experience library ConfigMap."""
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    uid = labels.get(naming.LABEL_UID)
+    owners = meta.get("ownerReferences") or []
+    return LibraryView(
+        name=str(meta.get("name", "")),
+        prompt_uri=str((meta.get("annotations") or {}).get(naming.ANNOTATION_PROMPT_URI, "")),
+        version=str(labels.get(naming.LABEL_LIBRARY_VERSION, "")),
+        owned=bool(uid) and any(o.get("uid") == uid for o in owners),
     )

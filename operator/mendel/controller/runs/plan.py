@@ -24,7 +24,7 @@ from mendel.api.kinds import KINDS
 from mendel.api.mutability import changed_immutable_fields
 from mendel.api.validation import InvalidResource, parse_spec
 from mendel.controller.config import OperatorConfig
-from mendel.controller.runs import manifests, multinode, naming, specs
+from mendel.controller.runs import library, manifests, multinode, naming, specs
 from mendel.controller.runs.manifests import JobInputs, RunRef
 from mendel.controller.runs.observed import Observed, SnapshotView
 from mendel.controller.runs.status import Meta, Reduced, parse_time, reduce_status
@@ -62,6 +62,8 @@ class Plan:
     reduced: Reduced
     refused: str | None = None
     run_index: int = 0
+    publish: library.Publication | None = None
+    """The experience library version to publish to its ConfigMap, if one is due."""
 
 
 def _snapshot_spec(kind: str, snapshot: SnapshotView | None) -> SpecEnvelope | None:
@@ -151,7 +153,8 @@ def plan_run(inputs: PlanInputs) -> Plan:
         inputs: The resource, its observed children, the MLflow snapshot and the time.
 
     Returns:
-        The Plan: objects to get-or-create, Jobs to delete and the new status.
+        The Plan: objects to get-or-create, Jobs to delete, the library to publish and the
+        new status.
     """
     run, spec, observed = inputs.run, inputs.spec, inputs.observed
     chosen = inputs.attempt or current_attempt(run.kind, run.name, run.uid, spec, observed,
@@ -162,6 +165,7 @@ def plan_run(inputs: PlanInputs) -> Plan:
         meta=Meta(run.kind, run.generation, run.uid), spec=spec, observed=observed,
         run=inputs.mlflow, previous=inputs.previous, now=inputs.now, invalid=inputs.invalid,
         refused=refused, attempt=attempt, driver_job=lead, run_index=chosen.run,
+        library_config_map=library.published(run, spec, observed),
     )
     phase = reduced.status["phase"]
     live = [j for j in observed.jobs if not j.deleting and not j.finished]
@@ -172,7 +176,8 @@ def plan_run(inputs: PlanInputs) -> Plan:
         deletes += tuple(j.name for j in live if j.attempt == attempt)
     elif phase not in ("Succeeded",) and spec is not None and not refused:
         creates = _creates(inputs, spec, attempt, reduced, chosen.run)
-    return Plan(attempt, creates, deletes, reduced, refused, run_index=chosen.run)
+    return Plan(attempt, creates, deletes, reduced, refused, run_index=chosen.run,
+                publish=library.publication(run, spec, inputs.mlflow, observed))
 
 
 def _creates(inputs: PlanInputs, spec: SpecEnvelope, attempt: int,

@@ -1,9 +1,10 @@
 """One reconcile pass of a run resource: gather, plan, apply.
 
 Gathers the inputs (the resource body, the observed children from the Kopf indexes, the
-MLflow parent run), calls the pure `plan_run`, applies its creates and deletes, and hands
-the new status and transitions back to the Kopf layer, which writes them. Blocking
-clients run in worker threads.
+MLflow parent run), calls the pure `plan_run`, applies its creates and deletes, publishes
+an experience library the plan says is due, and hands the new status, transitions and
+notices back to the Kopf layer, which writes and posts them. Blocking clients run in
+worker threads.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mendel.api.envelope import SpecEnvelope
 from mendel.api.kinds import KINDS
 from mendel.api.validation import InvalidResource, check_name, parse_spec
 from mendel.controller.config import OperatorConfig
+from mendel.controller.runs import library
 from mendel.controller.runs.apply import KubeError
 from mendel.controller.runs.manifests import RunRef
 from mendel.controller.runs.observed import Observed
@@ -39,6 +41,8 @@ class Outcome:
     patch: dict[str, Any]
     invalid: str | None = None
     api_error: str | None = None
+    library_notice: library.Notice | None = None
+    """What publishing the experience library did or why it could not (an Event)."""
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -174,6 +178,9 @@ async def reconcile(ctx: OperatorContext, body: Mapping[str, Any], observed: Obs
                                    mlflow=run, previous=previous, now=datetime.now(UTC),
                                    config=ctx.config, invalid=invalid, attempt=chosen))
         api_error = await _apply(ctx, ref, plan)
+        notice = None
+        if spec is not None and plan.publish is not None:
+            notice = await _publish_library(ctx, ref, spec, plan.publish)
         status = plan.reduced.status
         if spec is not None:
             await _sync_run_status(ctx, spec, run, status["phase"])
@@ -182,7 +189,45 @@ async def reconcile(ctx: OperatorContext, body: Mapping[str, Any], observed: Obs
     for change in plan.reduced.transitions:
         ctx.metrics.transitions.labels(ref.kind, change.type, change.status).inc()
     ctx.metrics.reconcile_seconds.labels(ref.kind).observe(time.monotonic() - started)
-    return Outcome(plan, status_patch(written, status), invalid, api_error)
+    return Outcome(plan, status_patch(written, status), invalid, api_error, notice)
+
+
+async def _publish_library(ctx: OperatorContext, ref: RunRef, spec: SpecEnvelope,
+                           wanted: library.Publication) -> library.Notice | None:
+    """Write the library version the plan asks for to its ConfigMap, if that may be done.
+
+    Reads the ConfigMap by name first: one that is not this resource's library is left
+    alone (a Warning), and one that already holds the version (the index lags a write)
+    costs no write. Nothing here fails the resource: MLflow or API errors are retried by
+    the next pass, which finds the same gap.
+
+    Returns:
+        The Event to post: published, refused or not yet possible; None when up to date.
+    """
+    uri = _tracking_uri(ctx, spec)
+    try:
+        existing = await asyncio.to_thread(ctx.kube.read_config_map, ref.namespace,
+                                           wanted.config_map)
+        held = library.ownership(existing, ref, wanted)
+        if held == "foreign":
+            return library.conflict(ref, wanted)
+        if held == "current" or not uri:
+            return None
+        text = await asyncio.to_thread(tracking.load_prompt_text, ctx.mlflow(uri),
+                                       wanted.prompt_name, wanted.prompt_version)
+        version = ((existing or {}).get("metadata") or {}).get("resourceVersion")
+        body = library.config_map(ref, wanted, text, version)
+        if library.too_large(body):
+            return library.not_loaded(wanted, f"its data is over {library.MAX_DATA_BYTES} "
+                                      "bytes, more than a ConfigMap holds")
+        await asyncio.to_thread(ctx.kube.write_config_map, body)
+    except KubeError as error:
+        ctx.metrics.api_errors.labels(error.verb).inc()
+        return library.not_loaded(wanted, str(error))
+    except tracking.TrackingUnavailable as error:
+        ctx.metrics.mlflow_errors.inc()
+        return library.not_loaded(wanted, f"MLflow: {error}")
+    return library.published_notice(body, wanted)
 
 
 # What the parent run's MLflow status should be in each phase of the resource.

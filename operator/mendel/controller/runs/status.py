@@ -17,7 +17,7 @@ from typing import Any
 
 from mendel.api.envelope import SpecEnvelope
 from mendel.api.kinds import KINDS
-from mendel.controller.runs import specs, summary
+from mendel.controller.runs import library, specs, summary
 from mendel.controller.runs.observed import JobView, Observed, PodView
 from mendel.tracking.runs import RunSnapshot
 
@@ -105,6 +105,7 @@ def reduce_status(
     attempt: int = 0,
     driver_job: str | None = None,
     run_index: int = 0,
+    library_config_map: str | None = None,
 ) -> Reduced:
     """Compute the status of a run resource.
 
@@ -120,6 +121,7 @@ def reduce_status(
         attempt: The current attempt; only its children count.
         driver_job: Name of the attempt's driver (or leader) Job.
         run_index: Which run of the resource (one more per restart after a spec change).
+        library_config_map: The ConfigMap the operator published the library to, if any.
 
     Returns:
         The new status and the condition transitions.
@@ -140,6 +142,8 @@ def reduce_status(
     conditions["TrackingReady"] = _tracking(run)
     conditions["Ready"], conditions["Stalled"] = _readiness(derived.phase, conditions)
     status = _assemble(meta, spec, derived.phase, jobs, run, previous, now, start, driver_job)
+    if meta.kind == "ExperienceLibrary":
+        library.mark_published(status, library_config_map)
     status["conditions"], transitions = _conditions(conditions, previous, meta.generation, now)
     status["run"] = run_index
     status["history"] = _history(previous, status, run_index, meta.generation, now)

@@ -86,6 +86,15 @@ def mlflow_status(run: RunSnapshot, previous: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+def _count(metrics: Mapping[str, float], metric: str, tags: Mapping[str, str],
+           tag: str) -> int:
+    """A non-negative count from a metric, else from a tag, else 0."""
+    if metric in metrics:
+        return max(0, int(metrics[metric]))
+    text = tags.get(tag, "")
+    return int(text) if text.isdigit() else 0
+
+
 def kind_summary(kind: str, spec: SpecEnvelope | None, run: RunSnapshot) -> dict[str, Any]:
     """The kind's own block: archive (QDEvolution), library or training summary."""
     m, tags = run.metrics, run.tags
@@ -101,16 +110,18 @@ def kind_summary(kind: str, spec: SpecEnvelope | None, run: RunSnapshot) -> dict
             "best": best[:8],
         }}
     if kind == "ExperienceLibrary":
+        # Latest metrics first (they move during the run); the tags of the registered
+        # final library stand in when the workload logged no metric. status.library.configMap
+        # is the operator's own (status.py): it names what the operator has written.
         library: dict[str, Any] = {
-            "size": int(m.get(contract.METRIC_LIBRARY_SIZE, 0)),
-            "version": int(m.get(contract.METRIC_LIBRARY_VERSION, 0)),
+            "size": _count(m, contract.METRIC_LIBRARY_SIZE, tags, contract.TAG_LIBRARY_SIZE),
+            "version": _count(m, contract.METRIC_LIBRARY_VERSION, tags,
+                              contract.TAG_LIBRARY_VERSION),
         }
         if contract.METRIC_SCORE_BEFORE in m:
             library["scoreBefore"] = fmt(m[contract.METRIC_SCORE_BEFORE])
         if contract.METRIC_SCORE_AFTER in m:
             library["scoreAfter"] = fmt(m[contract.METRIC_SCORE_AFTER])
-        if tags.get(contract.TAG_LIBRARY_CONFIG_MAP):
-            library["configMap"] = tags[contract.TAG_LIBRARY_CONFIG_MAP][:253]
         return {"library": library}
     if kind == "CompressorTraining":
         training: dict[str, Any] = {}

@@ -28,12 +28,14 @@ class OperatorContext:
     config: OperatorConfig
     kube: KubeGateway
     metrics: Metrics = field(default_factory=Metrics)
-    client_factory: Callable[[str], Any] = tracking.make_client
+    client_factory: Callable[[str], Any] = tracking.make_operator_client
     last_event: float = field(default_factory=time.monotonic)
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     nudges: dict[str, asyncio.Event] = field(default_factory=dict)
     api_errors: dict[str, str] = field(default_factory=dict)
+    library_warnings: dict[str, str] = field(default_factory=dict)
+    """Per resource, the last library publishing Warning posted (posted once, not per pass)."""
     _clients: dict[str, Any] = field(default_factory=dict)
 
     def mlflow(self, uri: str) -> Any:
@@ -62,3 +64,4 @@ class OperatorContext:
         self.locks.pop(uid, None)
         self.nudges.pop(uid, None)
         self.api_errors.pop(uid, None)
+        self.library_warnings.pop(uid, None)
