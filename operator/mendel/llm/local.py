@@ -99,7 +99,30 @@ class LocalCausalLM:
             raise ValueError(f"max_new_tokens must be at least 1, not {max_new_tokens}")
         if not prompts:
             return []
-        ids, mask = self._left_padded([self._encode(prompt) for prompt in prompts])
+        rows = [self._encode(prompt) for prompt in prompts]
+        new_tokens = self.generate_ids(rows, max_new_tokens, stop=stop)
+        return [cut_at_stop(self._decode(row), stop) for row in new_tokens]
+
+    def generate_ids(
+        self,
+        rows: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        *,
+        stop: Sequence[str] = (),
+        logits_processor: Any = None,
+    ) -> list[list[int]]:
+        """New token ids for a batch of tokenized prompts, end-of-sequence and padding kept.
+
+        Decoding is greedy over the scores `logits_processor` (a transformers
+        `LogitsProcessorList`) leaves, so a processor that picks the token itself turns
+        this into sampling without touching the model's generation defaults.
+
+        Raises:
+            ValueError: `max_new_tokens` is below 1.
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, not {max_new_tokens}")
+        ids, mask = self._left_padded([list(row) for row in rows])
         config = self._generation_config(max_new_tokens, stop)
         with torch.inference_mode():
             output = self.model.generate(
@@ -107,9 +130,14 @@ class LocalCausalLM:
                 attention_mask=mask,
                 generation_config=config,
                 tokenizer=self.tokenizer if stop else None,
+                logits_processor=logits_processor,
             )
-        new_tokens = output[:, ids.shape[1] :].tolist()
-        return [cut_at_stop(self._decode(row), stop) for row in new_tokens]
+        return output[:, ids.shape[1] :].tolist()  # type: ignore[no-any-return]
+
+    @property
+    def eos_ids(self) -> tuple[int, ...]:
+        """The token ids that end a generation."""
+        return tuple(self._eos_ids)
 
     def loglikelihood(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """Log-probability of each continuation given its context, in one forward pass.
