@@ -21,6 +21,11 @@ def run_workload(kind: str, spec: Any, ctx: RunContext,
         from mendel.workloads.qdevolution import run_qdevolution
 
         return run_qdevolution(spec, ctx, on_summary)
+    if kind == "ExperienceLibrary":
+        from mendel.workloads.experience import run_experience_library
+
+        return run_experience_library(spec, ctx, on_summary)
     raise WorkloadError(
-        f"this version of Mendel cannot run {kind} workloads yet; only QDEvolution is available"
+        f"this version of Mendel cannot run {kind} workloads yet; QDEvolution and "
+        "ExperienceLibrary are available"
     )

@@ -17,7 +17,8 @@ from mendel.tracking.lineage import LineageNode
 from mendel.workloads.context import RunContext
 from mendel.workloads.dispatch import run_workload
 
-__all__ = ["lineage_tree", "progress_lines", "run_with_progress", "summary_table"]
+__all__ = ["library_table", "lineage_tree", "progress_lines", "run_with_progress",
+           "summary_table"]
 
 
 def run_with_progress(kind: str, spec: Any, ctx: RunContext, console: Console) -> dict[str, Any]:
@@ -25,16 +26,27 @@ def run_with_progress(kind: str, spec: Any, ctx: RunContext, console: Console) -
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("generations", total=None, detail="loading models")
+        unit = "generations" if kind == "QDEvolution" else "steps"
+        bar = progress.add_task(unit, total=None, detail="loading models")
 
         def on_summary(summary: Any) -> None:
-            best = " ".join(f"{t}={s:.2f}" for t, s in summary.best.items())
             progress.update(bar, completed=summary.generation, total=summary.total,
-                            detail=f"coverage {summary.coverage:.1%}  best {best}")
+                            detail=_detail(summary, digits=2))
 
         result = run_workload(kind, spec, ctx, on_summary)
-    console.print(summary_table(result))
+    if result.get("kind") == "ExperienceLibrary":
+        console.print(library_table(result))
+    else:
+        console.print(summary_table(result))
     return result
+
+
+def _detail(summary: Any, digits: int) -> str:
+    """One line on where a run stands: the workload's own words, or a QD archive's."""
+    if hasattr(summary, "describe"):
+        return str(summary.describe())
+    best = " ".join(f"{t}={s:.{digits}f}" for t, s in summary.best.items())
+    return f"coverage {summary.coverage:.1%}, best {best}"
 
 
 def progress_lines(write: Callable[[str], None], *, every_seconds: float = 15.0,
@@ -55,9 +67,8 @@ def progress_lines(write: Callable[[str], None], *, every_seconds: float = 15.0,
             return
         last.update(time=now, tenth=tenth)
         share = f" ({summary.generation / total:.0%})" if total else ""
-        best = " ".join(f"{t}={s:.3f}" for t, s in summary.best.items())
-        write(f"generation {summary.generation}/{total or '?'}{share}: "
-              f"coverage {summary.coverage:.1%}, best {best}")
+        unit = "step" if hasattr(summary, "describe") else "generation"
+        write(f"{unit} {summary.generation}/{total or '?'}{share}: {_detail(summary, digits=3)}")
 
     return on_summary
 
@@ -80,6 +91,23 @@ def summary_table(result: dict[str, Any]) -> Table:
         known = [v for v in values if v is not None]
         average = sum(known) / len(known) if known else None
         table.add_row(label, *[_fmt(v) for v in values], _fmt(average))
+    return table
+
+
+def library_table(result: dict[str, Any]) -> Table:
+    """Before/after scores on the held-out set, then the learned experiences."""
+    table = Table(title=f"{result.get('name')}: {result.get('steps')} steps, "
+                        f"{result.get('library')} experiences")
+    table.add_column("")
+    table.add_column("Mean@k", justify="right")
+    table.add_column("Pass@k", justify="right")
+    for label in ("before", "after"):
+        scores = result.get(label) or {}
+        table.add_row(f"{label} (library {'empty' if label == 'before' else 'learned'})",
+                      _fmt(scores.get("meanAtK")), _fmt(scores.get("passAtK")))
+    table.add_section()
+    for entry in result.get("experiences", []):
+        table.add_row(f"[bold]{entry['id']}[/]", entry["text"], "")
     return table
 
 

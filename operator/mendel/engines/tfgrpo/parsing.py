@@ -66,7 +66,7 @@ def operations_schema(library: Library, *, allowed: Collection[str], max_operati
     return {
         "type": "object",
         "properties": {
-            "reasoning": {"type": "string", "maxLength": 1200},
+            "reasoning": {"type": "string", "maxLength": 400},
             "operations": {"type": "array", "items": operation, "maxItems": max_operations},
         },
         "required": ["reasoning", "operations"],

@@ -151,10 +151,11 @@ class Learner:
 
     async def consolidate(self, journal: Journal, library: Library,
                           proposals: Sequence[Mapping[str, Any]]) -> PhaseOutput:
-        """One plan for the step. Without proposals no call is made. If the reply cannot
-        be used at all (failed call, malformed or truncated JSON), the group proposals are
-        applied as they are ("consolidation_fallback"), since they were validated against
-        the same library; the reference code left the library unchanged instead."""
+        """One plan for the step. Without proposals no call is made. If the reply yields
+        no valid edit (a failed call, malformed or truncated JSON, only invalid edits), the
+        group proposals are applied as they are ("consolidation_fallback"), since they were
+        validated against the same library; the reference code left the library unchanged
+        instead. A reply with an explicitly empty list of edits is respected."""
         if not proposals:
             return _output([], 0, Counter())
         plain = [{k: v for k, v in p.items() if k != "group"} for p in proposals]
@@ -171,9 +172,8 @@ class Learner:
                                       max_operations=len(plain), max_words=self.max_words,
                                       truncated=reply["truncated"])
             rejected = parsed.rejected
-            whole_reply_lost = not parsed.operations and (
-                {"malformed_json", "truncated", "not_a_list"} & set(parsed.rejected))
-            parsed_ops = None if whole_reply_lost else parsed.operations
+            # An explicit empty plan is a decision; a plan whose every edit was invalid is not.
+            parsed_ops = None if not parsed.operations and parsed.rejected else parsed.operations
             if parsed_ops is None:
                 rejected["consolidation_fallback"] += 1
         plan = plain if parsed_ops is None else [op.to_json() for op in parsed_ops]

@@ -177,3 +177,30 @@ def test_epoch_order_is_seeded_and_kept(tmp_path: Path) -> None:
     run(other)
     assert other.store.epoch_order(0) == first
     assert eng.store.epoch_order(1) != first
+
+
+def test_an_explicitly_empty_plan_is_respected(tmp_path: Path) -> None:
+    def script(kind: str, messages: Sequence[Mapping[str, Any]], sampling: Sampling) -> str:
+        if kind == "plan":
+            return json.dumps({"reasoning": "nothing generalises", "operations": []})
+        return default_script(kind, messages, sampling)
+
+    observer = RecordingObserver()
+    library = run(engine(tmp_path, FakeChat(script), observer=observer, epochs=1, batch_size=6))
+    assert len(library) == 0
+    assert "ops/rejected/consolidation_fallback" not in observer.steps[0].metrics
+
+
+def test_a_plan_of_only_invalid_edits_falls_back_to_the_proposals(tmp_path: Path) -> None:
+    def script(kind: str, messages: Sequence[Mapping[str, Any]], sampling: Sampling) -> str:
+        if kind == "plan":
+            return json.dumps({"operations": [{"operation": "UPDATE", "id": None,
+                                               "content": "When x, y."}]})
+        return default_script(kind, messages, sampling)
+
+    observer = RecordingObserver()
+    library = run(engine(tmp_path, FakeChat(script), observer=observer, epochs=1, batch_size=6))
+    assert len(library) == 3
+    metrics = observer.steps[0].metrics
+    assert metrics["ops/rejected/missing_id"] == 1
+    assert metrics["ops/rejected/consolidation_fallback"] == 1
