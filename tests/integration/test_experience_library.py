@@ -146,3 +146,32 @@ def test_a_failed_run_resumes_without_repeating_answered_calls(
     assert summary["experiences"] == expected["experiences"]
     assert summary["before"] == expected["before"] and summary["after"] == expected["after"]
     assert healthy + healthy_server.count == reference.count
+
+
+def test_practice_against_a_real_llm_server(tmp_path: Path, llama_server: Any) -> None:
+    """SmolLM2-135M behind llama.cpp as agent and learner: the whole loop over real HTTP,
+    real sampling and real JSON-schema decoding, ending with a bounded, registered library."""
+    manifest = {
+        "apiVersion": "mendel.dev/v1alpha1", "kind": "ExperienceLibrary",
+        "metadata": {"name": "real", "namespace": "team"},
+        "spec": {
+            "agent": {"endpoint": {"url": llama_server.base_url, "model": llama_server.model},
+                      "maxTokens": 96},
+            "dataset": {"uri": "builtin:arithmetic", "split": "train", "limit": 6},
+            "practice": {"epochs": 1, "batchSize": 6, "groupSize": 3, "rolloutConcurrency": 4,
+                         "maxOperationsPerGroup": 1},
+            "evaluation": {"dataset": {"uri": "builtin:arithmetic", "split": "validation",
+                                       "limit": 6}, "samplesPerQuestion": 1},
+            "library": {"maxExperiences": 2},
+        },
+    }
+    code, summary, output = run_worker(tmp_path, manifest, "work")
+    assert code == 0, output
+    assert summary["steps"] == 1 and summary["library"] <= 2
+    assert summary["usage"]["calls"] >= 6 * 3 + 2 * 6  # rollouts and both evaluations
+    assert summary["usage"]["completion_tokens"] > 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(summary["runId"])
+    assert run.data.metrics["practice/rollouts"] + run.data.metrics.get(
+        "calls/failed", 0) == 18
+    assert client.load_prompt(summary["prompt"]["uri"]) is not None
