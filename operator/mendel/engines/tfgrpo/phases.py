@@ -101,7 +101,7 @@ class Learner:
 
         async def one(index: int, k: int, rollout: Mapping[str, Any]) -> Any:
             record = records[index]
-            attempt = str(rollout.get("response", ""))
+            attempt = str(rollout.get("transcript") or rollout.get("response", ""))
             if rollout.get("critique"):
                 attempt += f"\n\nGrader's note: {rollout['critique']}"
             messages = summary_messages(str(record["question"]), str(record["answer"]),

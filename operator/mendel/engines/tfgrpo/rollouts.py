@@ -60,9 +60,10 @@ class Agent:
 
     async def rollout(self, record: Mapping[str, Any], library: Library,
                       seed: int) -> dict[str, Any]:
-        """{"response", "reward", "critique", "tokens"} or {"failed": reason}."""
+        """{"response", "reward", "critique", "tokens"} (plus "transcript" when tools were
+        called) or {"failed": reason}."""
         try:
-            response, tokens = await asyncio.wait_for(
+            response, transcript, tokens = await asyncio.wait_for(
                 self._answer(str(record["question"]), library, seed), self.timeout_seconds)
         except ChatError as error:
             return {"failed": error.reason}
@@ -76,10 +77,16 @@ class Agent:
             return {"failed": f"judge_{error.reason}"}
         except Exception as error:  # a verifier that cannot score: counted, not fatal
             return {"failed": "verifier_error", "error": _describe(error)}
-        return {"response": response, "reward": float(verdict.reward),
-                "critique": getattr(verdict, "reasoning", None), "tokens": tokens}
+        result = {"response": response, "reward": float(verdict.reward),
+                  "critique": getattr(verdict, "reasoning", None), "tokens": tokens}
+        if transcript != response:
+            result["transcript"] = transcript
+        return result
 
-    async def _answer(self, question: str, library: Library, seed: int) -> tuple[str, int]:
+    async def _answer(self, question: str, library: Library,
+                      seed: int) -> tuple[str, str, int]:
+        """The final answer (what is rewarded), the whole attempt with tool calls (what the
+        learner summarises), and the completion tokens spent."""
         messages: list[Any] = agent_messages(question, library)
         sampling = Sampling(self.sampling.temperature, self.sampling.top_p,
                             self.sampling.max_tokens, seed)
@@ -91,7 +98,7 @@ class Agent:
             tokens += reply.completion_tokens
             if not reply.tool_calls or self.tool is None:
                 transcript.append(reply.text)
-                return "\n".join(part for part in transcript if part), tokens
+                return reply.text, "\n".join(part for part in transcript if part), tokens
             messages.append({"role": "assistant", "content": reply.text or None, "tool_calls": [
                 {"id": call.id, "type": "function",
                  "function": {"name": call.name, "arguments": call.arguments}}
@@ -100,7 +107,7 @@ class Agent:
                 output = await self.tool.run(call.arguments)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": output})
                 transcript.append(f"[{call.name}] {call.arguments}\n-> {output}")
-        return "\n".join(transcript), tokens
+        return "", "\n".join(transcript), tokens
 
 
 def _describe(error: Exception) -> str:
