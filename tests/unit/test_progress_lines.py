@@ -31,3 +31,15 @@ def test_a_slow_run_still_logs_every_interval() -> None:
         now[0] += 20  # each generation takes 20 s: within the same tenth of 1000
         log(_summary(generation, total=1000))
     assert len(lines) == 4
+
+
+def test_experience_library_steps_describe_themselves() -> None:
+    from mendel.workloads.experience import LibraryProgress
+
+    lines: list[str] = []
+    log = progress_lines(lines.append, every_seconds=3600, clock=lambda: 0.0)
+    log(LibraryProgress(generation=1, total=4, library=3, reward=0.5))
+    log(LibraryProgress(generation=4, total=4, library=5, reward=0.625, score=0.5125))
+    assert lines == ["step 1/4 (25%): library 3, practice reward 0.50",
+                     "step 4/4 (100%): library 5, practice reward 0.62, "
+                     "held-out score 0.512"]
