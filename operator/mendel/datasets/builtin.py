@@ -7,6 +7,7 @@ runs, CI and air-gapped clusters can use them.
 from __future__ import annotations
 
 import mendel.datasets.arithmetic  # noqa: F401  (registers builtin:arithmetic)
+import mendel.datasets.facts  # noqa: F401  (registers builtin:facts, facts-qa, facts-retrieval)
 import mendel.datasets.humaneval  # noqa: F401  (registers builtin:humaneval)
 from mendel.datasets import skills  # noqa: F401  (registers builtin:skills-<task>)
 
