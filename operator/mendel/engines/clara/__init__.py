@@ -11,7 +11,8 @@ embeddings are the only trainable rows. Typical stage-I use:
     loss.total.backward()
     save_clara(clara, out_dir)
 
-Stage II scores candidates with `cosine_scores` and selects them with
+Every stage trains on one loop (`run_training`): `train_stage_one`, `train_instruction_tuning`
+and `train_stage_two`. Stage II scores candidates with `cosine_scores` and selects them with
 `straight_through_topk`; `select_memories` gives the memory blocks for the generator.
 """
 
@@ -97,6 +98,11 @@ from mendel.engines.clara.stage_two import (
     stage_two_loss,
     stage_two_prompt,
 )
+from mendel.engines.clara.stages import (
+    prepare_instruction_tuning,
+    train_instruction_tuning,
+    train_stage_two,
+)
 from mendel.engines.clara.store import (
     MANIFEST_FILE,
     CompressedStore,
@@ -118,10 +124,13 @@ from mendel.engines.clara.topk import (
 )
 from mendel.engines.clara.training import (
     DataOrder,
+    MicroBatchLoss,
+    MicroBatchLossFunction,
     StepReport,
     TrainingResult,
     TrainingSettings,
     learning_rate_factor,
+    run_training,
     train_stage_one,
 )
 
@@ -153,6 +162,8 @@ __all__ = [
     "GeneratorBatch",
     "GeneratorExample",
     "MemoryTokens",
+    "MicroBatchLoss",
+    "MicroBatchLossFunction",
     "Progress",
     "QAScores",
     "SavedTrainerState",
@@ -193,11 +204,13 @@ __all__ = [
     "memory_token_names",
     "model_identity",
     "normalize_answer",
+    "prepare_instruction_tuning",
     "prepare_stage_two",
     "read_metadata",
     "recall_at_k",
     "restore_rng",
     "rng_state",
+    "run_training",
     "save_checkpoint",
     "save_clara",
     "score_answers",
@@ -207,7 +220,9 @@ __all__ = [
     "stage_two_loss",
     "stage_two_prompt",
     "straight_through_topk",
+    "train_instruction_tuning",
     "train_stage_one",
+    "train_stage_two",
     "trainable_digest",
     "world",
 ]

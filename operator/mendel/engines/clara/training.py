@@ -9,8 +9,11 @@ RNG states, and the data position). The model itself is rebuilt by the caller wi
 `load_clara(base, tokenizer, checkpoint / MODEL_DIR)`; `train_stage_one` checks that its
 trainable weights match the checkpoint's digest before continuing.
 
-Gradient accumulation averages micro-batch losses; it equals one large batch when every
-micro-batch has as many answer tokens and chunks (CE and MSE are means per micro-batch).
+Every stage runs the same loop (`run_training`); only the loss of one micro-batch differs,
+given as a `MicroBatchLossFunction` of the example indices (stage I here; instruction tuning
+and stage II in `stages.py`). Gradient accumulation averages micro-batch losses; it equals
+one large batch when every micro-batch has as many answer tokens and chunks (CE and MSE are
+means per micro-batch).
 
 Several processes (torchrun; torch.distributed initialised by the caller) split every
 micro-batch step of the one global data order: rank r takes the r-th slice of
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,10 +52,13 @@ from mendel.engines.clara.model import ClaraModel
 
 __all__ = [
     "DataOrder",
+    "MicroBatchLoss",
+    "MicroBatchLossFunction",
     "StepReport",
     "TrainingResult",
     "TrainingSettings",
     "learning_rate_factor",
+    "run_training",
     "train_stage_one",
 ]
 
@@ -202,6 +208,8 @@ class StepReport:
         mse: Memory MSE (reported even when its weight is 0).
         learning_rate: The rate this step used.
         grad_norm: Global gradient norm before clipping.
+        recall: Stage II's mean Recall@k over the micro-batches whose examples have known
+            positives; None when none has them, and in the other stages.
     """
 
     step: int
@@ -210,6 +218,28 @@ class StepReport:
     mse: float
     learning_rate: float
     grad_norm: float
+    recall: float | None = None
+
+
+@dataclass(frozen=True)
+class MicroBatchLoss:
+    """The loss of one micro-batch, as a stage computes it.
+
+    Attributes:
+        total: What is back-propagated.
+        cross_entropy: Answer cross-entropy (logged).
+        mse: Memory MSE (logged; a zero tensor in stages without it).
+        recall: Recall@k of the micro-batch, when the stage measures it.
+    """
+
+    total: torch.Tensor
+    cross_entropy: torch.Tensor
+    mse: torch.Tensor
+    recall: float | None = None
+
+
+MicroBatchLossFunction = Callable[[Sequence[int]], MicroBatchLoss]
+"""A stage's loss of this rank's micro-batch, given the examples' indices."""
 
 
 @dataclass(frozen=True)
@@ -230,10 +260,10 @@ class TrainingResult:
 Observer = Callable[[StepReport], None]
 
 
-def _resume(checkpoint: Path, model: ClaraModel, settings: TrainingSettings,
+def _resume(checkpoint: Path, model: ClaraModel, settings: dict[str, Any],
             optimizer: torch.optim.Optimizer, scheduler: LambdaLR) -> Progress:
     saved = load_trainer_state(checkpoint)
-    if saved.settings != _settings_json(settings):
+    if saved.settings != settings:
         raise ValueError(f"{checkpoint} was written with other settings: {saved.settings}")
     if saved.weights_digest != trainable_digest(model):
         raise ValueError(f"the model's trainable weights differ from {checkpoint}; build it "
@@ -244,30 +274,32 @@ def _resume(checkpoint: Path, model: ClaraModel, settings: TrainingSettings,
     return saved.progress
 
 
-def _settings_json(settings: TrainingSettings) -> dict[str, Any]:
-    return asdict(settings)
+def _settings_json(settings: TrainingSettings,
+                   extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    return {**asdict(settings), **(extra or {})}
 
 
-def _step(model: ClaraModel, examples: Sequence[StageOneExample], order: DataOrder,
-          settings: TrainingSettings, device: torch.device) -> list[float]:
+def _step(loss_of: MicroBatchLossFunction, order: DataOrder, settings: TrainingSettings,
+          device: torch.device) -> tuple[list[float], float | None]:
     """Forward and backward this rank's micro-batches of one step; returns the mean losses
-    (total, CE, MSE) over all ranks."""
+    (total, CE, MSE) over all ranks, and the mean recall over the micro-batches with one."""
     rank, size = world()
     micro = settings.micro_batch_size
-    sums = torch.zeros(3, dtype=torch.float64)
+    sums = torch.zeros(5, dtype=torch.float64)  # total, CE, MSE, recall sum, recall count
     for _ in range(settings.gradient_accumulation):
         indices = order.take(micro * size)[rank * micro:(rank + 1) * micro]
-        batch = model.collator.stage_one_batch([examples[i] for i in indices]).to(device)
-        loss = model(batch, mse_weight=settings.mse_weight)
-        (loss.total / settings.gradient_accumulation).backward()
-        sums += torch.stack([loss.total.detach(), loss.cross_entropy.detach(),
-                             loss.mse.detach()]).to("cpu", torch.float64)
+        loss = loss_of(indices)
+        torch.autograd.backward(loss.total / settings.gradient_accumulation)
+        recall = (loss.recall, 1.0) if loss.recall is not None else (0.0, 0.0)
+        sums += torch.tensor([float(loss.total.detach()), float(loss.cross_entropy.detach()),
+                              float(loss.mse.detach()), *recall], dtype=torch.float64)
     if size > 1:  # on the model's device: NCCL reduces only GPU tensors
         reduced = sums.to(device)
         dist.all_reduce(reduced)
         sums = reduced.to("cpu")
-    means: list[float] = (sums / (settings.gradient_accumulation * size)).tolist()
-    return means
+    means: list[float] = (sums[:3] / (settings.gradient_accumulation * size)).tolist()
+    counted = float(sums[4])
+    return means, float(sums[3]) / counted if counted else None
 
 
 def _average_gradients(parameters: Sequence[torch.nn.Parameter]) -> None:
@@ -289,6 +321,63 @@ def _average_gradients(parameters: Sequence[torch.nn.Parameter]) -> None:
             offset += count
 
 
+def run_training(model: ClaraModel, examples: int, loss_of: MicroBatchLossFunction,
+                 settings: TrainingSettings, *, checkpoint_dir: Path | None = None,
+                 observer: Observer | None = None,
+                 stage: Mapping[str, Any] | None = None) -> TrainingResult:
+    """The loop every stage shares: train the model's current trainable set for
+    `settings.steps` steps on `examples` records, each micro-batch's loss from `loss_of`.
+
+    The caller chooses the trainable set before calling (the optimizer holds exactly
+    `model.parameter_groups`). `stage` is recorded with the settings in every checkpoint,
+    so that a checkpoint of another stage or with other stage options is never resumed.
+    Checkpoints, resume and several processes work as `train_stage_one` describes.
+
+    Raises:
+        ValueError: no examples, or a checkpoint written with other settings or weights.
+    """
+    order = DataOrder(examples, settings.seed)
+    recorded = _settings_json(settings, stage)
+    groups = model.parameter_groups(settings.weight_decay)
+    parameters = [param for group in groups for param in group["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate,
+                                  betas=(settings.beta1, settings.beta2))
+    scheduler = LambdaLR(optimizer, lambda step: learning_rate_factor(step, settings))
+    latest = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    start = 0
+    if latest is not None:
+        progress = _resume(latest, model, recorded, optimizer, scheduler)
+        order = DataOrder(examples, settings.seed, progress.epoch, progress.index)
+        start = progress.step
+    else:
+        rank = world()[0]
+        torch.manual_seed(settings.seed + rank)
+        random.seed(settings.seed + rank)
+    device = model.memory_embeddings.device
+    model.train()
+    reports: list[StepReport] = []
+    written: list[Path] = []
+    for step in range(start + 1, settings.steps + 1):
+        (loss, cross_entropy, mse), recall = _step(loss_of, order, settings, device)
+        _average_gradients(parameters)
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
+        learning_rate = float(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        report = StepReport(step, loss, cross_entropy, mse, learning_rate, float(grad_norm),
+                            recall)
+        reports.append(report)
+        if checkpoint_dir is not None and settings.checkpoint_every and \
+                step % settings.checkpoint_every == 0:
+            written.append(save_checkpoint(checkpoint_dir, model,
+                                           Progress(step, order.epoch, order.index, world()[1]),
+                                           recorded, optimizer, scheduler))
+        if observer is not None:
+            observer(report)
+    return TrainingResult(tuple(reports), tuple(written), latest)
+
+
 def train_stage_one(model: ClaraModel, examples: Sequence[StageOneExample],
                     settings: TrainingSettings, *, checkpoint_dir: Path | None = None,
                     observer: Observer | None = None) -> TrainingResult:
@@ -303,41 +392,12 @@ def train_stage_one(model: ClaraModel, examples: Sequence[StageOneExample],
     Raises:
         ValueError: no examples, or a checkpoint written with other settings or weights.
     """
-    order = DataOrder(len(examples), settings.seed)
-    groups = model.parameter_groups(settings.weight_decay)
-    parameters = [param for group in groups for param in group["params"]]
-    optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate,
-                                  betas=(settings.beta1, settings.beta2))
-    scheduler = LambdaLR(optimizer, lambda step: learning_rate_factor(step, settings))
-    latest = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
-    start = 0
-    if latest is not None:
-        progress = _resume(latest, model, settings, optimizer, scheduler)
-        order = DataOrder(len(examples), settings.seed, progress.epoch, progress.index)
-        start = progress.step
-    else:
-        rank = world()[0]
-        torch.manual_seed(settings.seed + rank)
-        random.seed(settings.seed + rank)
     device = model.memory_embeddings.device
-    model.train()
-    reports: list[StepReport] = []
-    written: list[Path] = []
-    for step in range(start + 1, settings.steps + 1):
-        loss, cross_entropy, mse = _step(model, examples, order, settings, device)
-        _average_gradients(parameters)
-        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
-        learning_rate = float(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        report = StepReport(step, loss, cross_entropy, mse, learning_rate, float(grad_norm))
-        reports.append(report)
-        if checkpoint_dir is not None and settings.checkpoint_every and \
-                step % settings.checkpoint_every == 0:
-            written.append(save_checkpoint(checkpoint_dir, model,
-                                           Progress(step, order.epoch, order.index, world()[1]),
-                                           _settings_json(settings), optimizer, scheduler))
-        if observer is not None:
-            observer(report)
-    return TrainingResult(tuple(reports), tuple(written), latest)
+
+    def loss_of(indices: Sequence[int]) -> MicroBatchLoss:
+        batch = model.collator.stage_one_batch([examples[i] for i in indices]).to(device)
+        loss = model(batch, mse_weight=settings.mse_weight)
+        return MicroBatchLoss(loss.total, loss.cross_entropy, loss.mse)
+
+    return run_training(model, len(examples), loss_of, settings,
+                        checkpoint_dir=checkpoint_dir, observer=observer)
