@@ -184,9 +184,9 @@ class LibraryTracker:
     def on_step(self, report: Any) -> None:
         self.last_step = report.step
         for key, value in report.metrics.items():
-            if key.startswith("ops/rejected/"):
-                self.rejected[key.removeprefix("ops/rejected/")] = (
-                    self.rejected.get(key.removeprefix("ops/rejected/"), 0.0) + value)
+            reason = key.removeprefix("ops/rejected/")
+            if reason != key:
+                self.rejected[reason] = self.rejected.get(reason, 0.0) + value
         if not report.resumed:
             usage = self.pool.usage()
             values = {**report.metrics,

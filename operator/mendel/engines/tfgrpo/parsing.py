@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,10 +180,3 @@ def _operation(item: Any, library: Library, allowed: Collection[str],
         return Operation("UPDATE", text=text, target=target), ""
     return Operation("ADD", text=text), ""
 
-
-def merge_rejections(parts: Sequence[Counter[str]]) -> Counter[str]:
-    """Sum of several rejection counters."""
-    total: Counter[str] = Counter()
-    for part in parts:
-        total.update(part)
-    return total

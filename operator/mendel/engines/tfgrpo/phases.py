@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mendel.engines.tfgrpo.library import Library
@@ -209,8 +209,7 @@ class Learner:
         """One learner call: {"text", "truncated"} (journalled) or {"failed": reason}."""
         if key in journal:
             return dict(journal.get(key))
-        sampling = Sampling(self.sampling.temperature, self.sampling.top_p,
-                            self.sampling.max_tokens, seed_for(self.seed, *identity))
+        sampling = replace(self.sampling, seed=seed_for(self.seed, *identity))
         try:
             reply = await self.backend.chat(messages, sampling, json_schema=schema)
         except ChatError as error:  # not journalled: a resumed run asks again

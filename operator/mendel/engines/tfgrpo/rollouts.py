@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from mendel.engines.tfgrpo.library import Library
@@ -88,8 +88,7 @@ class Agent:
         """The final answer (what is rewarded), the whole attempt with tool calls (what the
         learner summarises), and the completion tokens spent."""
         messages: list[Any] = agent_messages(question, library)
-        sampling = Sampling(self.sampling.temperature, self.sampling.top_p,
-                            self.sampling.max_tokens, seed)
+        sampling = replace(self.sampling, seed=seed)
         tokens = 0
         transcript: list[str] = []
         for turn in range(self.max_turns + 1):
