@@ -113,6 +113,13 @@ class Stage(ApiModel):
         ge=0.0,
         le=100.0,
     )
+    temperature: float = Field(
+        default=0.02,
+        description="Temperature of the soft top-k over cosine scores (stage II only; the "
+        "reference code's 0.02).",
+        gt=0.0,
+        le=100.0,
+    )
 
 
 class Stages(ApiModel):
@@ -235,6 +242,13 @@ class CompressorTrainingSpec(SpecEnvelope):
     @model_validator(mode="after")
     def _consistent(self) -> CompressorTrainingSpec:
         gpus = self.resources.trainer.gpus
+        if self.distribution.num_nodes > 1 and not (self.output.uri or "").startswith("/"):
+            raise FieldValueError(
+                "output.uri",
+                "distribution.numNodes > 1 needs output.uri on a volume every node mounts "
+                "(an absolute path, e.g. a ReadWriteMany claim added through "
+                "podTemplatePatch): all ranks write one checkpoint directory",
+            )
         if gpus and gpus != self.distribution.num_proc_per_node:
             raise FieldValueError(
                 "distribution.numProcPerNode",

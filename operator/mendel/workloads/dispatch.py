@@ -25,7 +25,9 @@ def run_workload(kind: str, spec: Any, ctx: RunContext,
         from mendel.workloads.experience import run_experience_library
 
         return run_experience_library(spec, ctx, on_summary)
-    raise WorkloadError(
-        f"this version of Mendel cannot run {kind} workloads yet; QDEvolution and "
-        "ExperienceLibrary are available"
-    )
+    if kind == "CompressorTraining":
+        from mendel.workloads.compressor import run_compressor_training
+
+        return run_compressor_training(spec, ctx, on_summary)
+    raise WorkloadError(f"this version of Mendel cannot run {kind} workloads; "
+                        "QDEvolution, ExperienceLibrary and CompressorTraining are available")

@@ -17,8 +17,8 @@ from mendel.tracking.lineage import LineageNode
 from mendel.workloads.context import RunContext
 from mendel.workloads.dispatch import run_workload
 
-__all__ = ["library_table", "lineage_tree", "progress_lines", "run_with_progress",
-           "summary_table"]
+__all__ = ["compressor_table", "library_table", "lineage_tree", "progress_lines",
+           "run_with_progress", "summary_table"]
 
 
 def run_with_progress(kind: str, spec: Any, ctx: RunContext, console: Console) -> dict[str, Any]:
@@ -36,6 +36,8 @@ def run_with_progress(kind: str, spec: Any, ctx: RunContext, console: Console) -
         result = run_workload(kind, spec, ctx, on_summary)
     if result.get("kind") == "ExperienceLibrary":
         console.print(library_table(result))
+    elif result.get("kind") == "CompressorTraining":
+        console.print(compressor_table(result))
     else:
         console.print(summary_table(result))
     return result
@@ -108,6 +110,28 @@ def library_table(result: dict[str, Any]) -> Table:
     table.add_section()
     for entry in result.get("experiences", []):
         table.add_row(f"[bold]{entry['id']}[/]", entry["text"], "")
+    return table
+
+
+def compressor_table(result: dict[str, Any]) -> Table:
+    """Held-out QA per condition (compressed, raw text, no context), then each stage."""
+    table = Table(title=f"{result.get('name')}: CLaRa compressor")
+    for column in ("", "Cover-EM", "EM", "F1"):
+        table.add_column(column, justify="right" if column else "left")
+    labels = {"compressed": "compressed documents", "raw_text": "raw text (base model)",
+              "no_context": "no context (base model)"}
+    scores = ((result.get("evaluation") or {}).get("scores")) or {}
+    for condition, label in labels.items():
+        row = scores.get(condition)
+        if row is not None:
+            table.add_row(label, _fmt(row["cover_em"]), _fmt(row["exact_match"]),
+                          _fmt(row["f1"]))
+    table.add_section()
+    for stage, summary in (result.get("stages") or {}).items():
+        recall = summary.get("recallAtK")
+        detail = f"{summary['steps']} steps, loss {summary['loss']:.3f}" + (
+            f", Recall@k {recall:.2f}" if recall is not None else "")
+        table.add_row(f"{stage}: {detail}", "", "", "")
     return table
 
 

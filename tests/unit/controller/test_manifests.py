@@ -271,7 +271,7 @@ def test_multinode_training_has_a_leader_workers_and_a_headless_service(
         nodes: int, indexed: bool) -> None:
     caps = Capabilities(indexed_jobs=indexed)
     spec = {"distribution": {"numNodes": nodes, "numProcPerNode": 2},
-            "resources": {"trainer": {"gpus": 2}}}
+            "resources": {"trainer": {"gpus": 2}}, "output": {"uri": "/shared/runs"}}
     job_inputs = inputs("CompressorTraining", spec=spec, capabilities=caps)
     service, leader, workers = multinode.run_jobs(job_inputs)
     svc_name = naming.child_name("demo", "rdzv", UID, 0)

@@ -53,7 +53,7 @@ def _flat(memories: Sequence[torch.Tensor], width: int) -> list[torch.Tensor]:
 
 def greedy_ids(model: ClaraModel, prompt: str, memories: Sequence[torch.Tensor], *,
                max_new_tokens: int, stop_token_ids: Sequence[int] | None = None,
-               adapter: str = GENERATOR) -> list[int]:
+               adapter: str | None = GENERATOR) -> list[int]:
     """Greedily decoded token ids after `prompt`, whose slots get `memories` in order.
 
     Args:
@@ -63,7 +63,8 @@ def greedy_ids(model: ClaraModel, prompt: str, memories: Sequence[torch.Tensor],
         max_new_tokens: Most tokens to generate.
         stop_token_ids: Tokens that end the answer (not returned); None means the
             tokenizer's end-of-sequence token, an empty sequence never stops early.
-        adapter: The adapter that generates.
+        adapter: The adapter that generates; None for the base model without adapters
+            (the raw-text and no-context baselines).
 
     Returns:
         The generated ids, without the stop token.
@@ -87,6 +88,10 @@ def greedy_ids(model: ClaraModel, prompt: str, memories: Sequence[torch.Tensor],
     try:
         with torch.no_grad():
             embeds = model.splice_memory(batch, states)
+            if adapter is None:
+                with model.peft.disable_adapter():
+                    return _decode(model, embeds, batch.attention_mask, batch.position_ids,
+                                   max_new_tokens, stops)
             model.use_adapter(adapter)
             return _decode(model, embeds, batch.attention_mask, batch.position_ids,
                            max_new_tokens, stops)
