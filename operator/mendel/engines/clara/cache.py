@@ -105,6 +105,22 @@ class CandidateCache:
         device = model.memory_embeddings.device
         return torch.stack([self._entries[d] for d in digests]).to(device)
 
+    def warm(self, model: ClaraModel, chunks: Sequence[Sequence[int]],
+             fingerprint: str | None = None, batch_size: int = 16) -> None:
+        """Encode every chunk not cached yet, in batches of `batch_size` in the given order.
+
+        A state depends slightly on the batch it was encoded in (its padding width and the
+        kernels' blocking), so a stage warms its cache with all of its documents before the
+        first step: a run resumed mid-stage then reads the same states, bit for bit, as a
+        run that never stopped, instead of states encoded with other micro-batches.
+        """
+        fingerprint = fingerprint or model.compressor_fingerprint()
+        self._use_fingerprint(fingerprint)
+        unique = {chunk_digest(chunk): chunk for chunk in chunks}
+        pending = [chunk for digest, chunk in unique.items() if not self._lookup(digest)]
+        for start in range(0, len(pending), batch_size):
+            self.get_or_compute(model, pending[start:start + batch_size], fingerprint)
+
     def _use_fingerprint(self, fingerprint: str) -> None:
         if fingerprint != self._fingerprint:
             self._fingerprint = fingerprint

@@ -2,7 +2,8 @@
 
 Both stages keep the compressor and the memory-token rows frozen, so a document's memory
 states never change during them: both read the candidates' or documents' states through a
-`CandidateCache` keyed by the compressor fingerprint, computed once when the stage starts.
+`CandidateCache` keyed by the compressor fingerprint, computed once when the stage starts
+(`CandidateCache.warm`, in fixed batches, so that a resumed run reads the same states).
 The states are computed without gradients and with dropout off, exactly as a compressed
 store built after training would serve them, so the generator learns on the memories it will
 read at inference.
@@ -69,6 +70,8 @@ def train_instruction_tuning(model: ClaraModel, examples: Sequence[StageOneExamp
     memories = cache if cache is not None else CandidateCache()
     fingerprint = model.compressor_fingerprint()
     device = model.memory_embeddings.device
+    memories.warm(model, [chunk for example in examples for document in example.documents
+                          for chunk in model.collator.document_chunks(document)], fingerprint)
 
     def loss_of(indices: Sequence[int]) -> MicroBatchLoss:
         chosen = [examples[i] for i in indices]
@@ -116,6 +119,9 @@ def train_stage_two(model: ClaraModel, examples: Sequence[StageTwoExample],
     """
     prepare_stage_two(model)
     fingerprint = model.compressor_fingerprint()
+    cache.warm(model, [chunk for example in examples for document in example.documents
+                       for chunk in model.collator.document_chunks(document) or [[]]],
+               fingerprint)
 
     def loss_of(indices: Sequence[int]) -> MicroBatchLoss:
         loss = stage_two_loss(model, [examples[i] for i in indices], cache, top_k=top_k,

@@ -171,3 +171,17 @@ def test_chunk_digest_depends_on_every_token_and_its_order():
 def test_cache_needs_at_least_one_chunk():
     with pytest.raises(ValueError, match="at least one chunk"):
         CandidateCache().get_or_compute(build_clara(), [])
+
+
+def test_warm_encodes_each_missing_chunk_once_in_fixed_batches():
+    model = build_clara()
+    chunks = [[5, 6, 7], [8, 9], [5, 6, 7], [10], [11, 12]]
+    cache = CandidateCache()
+    cache.warm(model, chunks, batch_size=2)
+    assert cache.stats.misses == 4 and len(cache) == 4
+    alone = CandidateCache()
+    alone.warm(model, chunks[:2], batch_size=2)  # the same first batch gives the same states
+    assert torch.equal(cache.get_or_compute(model, [chunks[0]]),
+                       alone.get_or_compute(model, [chunks[0]]))
+    cache.warm(model, chunks)
+    assert cache.stats.misses == 4  # nothing left to encode

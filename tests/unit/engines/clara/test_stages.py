@@ -99,9 +99,9 @@ def test_stage_two_trains_only_the_query_reasoner_and_generator_on_candidates_en
     assert changed(before, after, QUERY_REASONER) and changed(before, after, GENERATOR)
     assert unchanged(before, after, COMPRESSOR) and unchanged(before, after, "memory")
     distinct = {tuple(chunk) for doc in DOCUMENTS for chunk in model.collator.document_chunks(doc)}
-    assert counter.calls == 1  # one batch on the first micro-batch, never again
+    assert counter.calls == 1  # one batch when the stage starts, never again
     assert cache.stats.misses == len(distinct) == len(cache)
-    assert cache.stats.hits == 7 * len(distinct)  # 8 micro-batches in all
+    assert cache.stats.hits == 8 * len(distinct)  # warmed before the 8 micro-batches
 
 
 def test_stage_two_starts_the_query_reasoner_from_the_compressor():
