@@ -19,11 +19,19 @@ from typing import Any
 
 from mendel.tracking import contract
 
-__all__ = ["TERMINAL_STATUSES", "RunSnapshot", "TrackingUnavailable", "end_run",
-           "ensure_parent_run", "experiment_name", "find_run", "load_prompt_text",
-           "make_client", "make_operator_client", "read_run", "reopen_run", "run_url"]
+__all__ = ["EXPERIMENT_KIND_TAG", "MODEL_DEVELOPMENT", "TERMINAL_STATUSES", "RunSnapshot",
+           "TrackingUnavailable", "end_run", "ensure_parent_run", "experiment_name",
+           "find_run", "load_prompt_text", "make_client", "make_operator_client", "read_run",
+           "reopen_run", "run_url"]
 
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""The experiment tag MLflow's UI reads to choose between its GenAI and its model-training
+("Machine learning") views; an experiment without it is guessed at, and Mendel's runs were
+guessed as GenAI. MLflow spells the tag only in its UI code, not as a Python constant."""
+MODEL_DEVELOPMENT = "custom_model_development"
+"""The value of EXPERIMENT_KIND_TAG for the model-training view."""
 
 
 class TrackingUnavailable(Exception):
@@ -229,15 +237,22 @@ def _get(client: Any, run_id: str) -> Any | None:
 
 
 def _experiment_id(client: Any, name: str) -> str:
+    """The id of the named experiment, created (or restored) if needed, and tagged for
+    MLflow's model-training view."""
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
+        if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
+            # Made before Mendel tagged its experiments, or by someone who chose no view:
+            # a kind someone did choose is left alone.
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                                      MODEL_DEVELOPMENT)
         return str(experiment.experiment_id)
     try:
-        return str(client.create_experiment(name))
+        return str(client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT}))
     except MlflowException:
         # Another operator replica or a concurrent reconcile created it first.
         experiment = client.get_experiment_by_name(name)

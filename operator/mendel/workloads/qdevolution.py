@@ -101,6 +101,7 @@ def run_qdevolution(spec: QDEvolutionSpec, ctx: RunContext,
                               svd_provider=cycleqd.SvdCache(ctx.work_dir / "svd", identities))
     del base, experts
     model = cycleqd.load_resident_model(base_dir, spec.precision).to(device)
+    bank = cycleqd.place_bank(bank, model)  # once, so no child copies the bank to the device
     evaluate = _evaluator(spec, model, base_dir, ctx.work_dir / "eval-model")
     lineage = ModelLineage(ctx.client, ctx.run_id, ctx.experiment_id)
     lineage.reload()

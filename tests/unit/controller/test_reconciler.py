@@ -33,6 +33,7 @@ class FakeMlflow:
         self.down = down
         self.runs: dict[str, Any] = {}
         self.experiments: dict[str, str] = {}
+        self.experiment_tags: dict[str, dict[str, str]] = {}
 
     def _check(self) -> None:
         if self.down:
@@ -42,10 +43,12 @@ class FakeMlflow:
         self._check()
         if name not in self.experiments:
             return None
-        return SimpleNamespace(experiment_id=self.experiments[name], lifecycle_stage="active")
+        return SimpleNamespace(experiment_id=self.experiments[name], lifecycle_stage="active",
+                               tags=self.experiment_tags[name])
 
-    def create_experiment(self, name: str) -> str:
+    def create_experiment(self, name: str, tags: dict[str, str] | None = None) -> str:
         self.experiments[name] = str(len(self.experiments) + 1)
+        self.experiment_tags[name] = dict(tags or {})
         return self.experiments[name]
 
     def search_runs(self, experiments: list[str], filter_string: str, **_: Any) -> list[Any]:

@@ -47,7 +47,13 @@ from mendel.engines.cycleqd.io import (
     save_model,
 )
 from mendel.engines.cycleqd.loop import CycleQD, CycleQDResult, quality_task, validate_scores
-from mendel.engines.cycleqd.materialize import Resolver, materialize, tensor_delta
+from mendel.engines.cycleqd.materialize import (
+    MAX_REPLAYED_ANCESTORS,
+    Resolver,
+    materialize,
+    materialize_bounded,
+    tensor_delta,
+)
 from mendel.engines.cycleqd.merge_methods import (
     MERGE_METHODS,
     MergeMethod,
@@ -55,7 +61,13 @@ from mendel.engines.cycleqd.merge_methods import (
     get_method,
     method_parameters,
 )
-from mendel.engines.cycleqd.mutation import mutate, svd_mutation_weights
+from mendel.engines.cycleqd.mutation import (
+    NOISE_BASIS_SIZE,
+    gaussian_mutation_terms,
+    mutate,
+    noise_basis,
+    svd_mutation_weights,
+)
 from mendel.engines.cycleqd.observer import Evaluate, NullObserver, Observer, RunSummary
 from mendel.engines.cycleqd.recipe import MergeTerm, NoiseTerm, Recipe, combine
 from mendel.engines.cycleqd.sampling import elite_weights, sample_parents
@@ -67,12 +79,15 @@ from mendel.engines.cycleqd.taskvectors import (
     TaskVectorBank,
     build_bank,
     check_same_architecture,
+    place_bank,
     task_vector,
 )
 
 __all__ = [
     "FINAL_ID",
+    "MAX_REPLAYED_ANCESTORS",
     "MERGE_METHODS",
+    "NOISE_BASIS_SIZE",
     "Archive",
     "ArchiveSummary",
     "Binning",
@@ -113,6 +128,7 @@ __all__ = [
     "elite_weights",
     "expert_id",
     "expert_svd",
+    "gaussian_mutation_terms",
     "generator",
     "get_method",
     "latest_checkpoint",
@@ -122,10 +138,13 @@ __all__ = [
     "load_resident_model",
     "load_state_dict",
     "materialize",
+    "materialize_bounded",
     "method_parameters",
     "model_card",
     "mutate",
+    "noise_basis",
     "offer_to_all",
+    "place_bank",
     "quality_task",
     "sample_parents",
     "save_checkpoint",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,15 +28,15 @@ from mendel.engines.cycleqd.errors import (
     TooManyFailedEvaluations,
 )
 from mendel.engines.cycleqd.genome import Genome, child_id, expert_id
-from mendel.engines.cycleqd.materialize import materialize
+from mendel.engines.cycleqd.materialize import materialize, materialize_bounded
 from mendel.engines.cycleqd.merge_methods import get_method, method_parameters
-from mendel.engines.cycleqd.mutation import mutate
+from mendel.engines.cycleqd.mutation import mutate, noise_basis
 from mendel.engines.cycleqd.observer import Evaluate, NullObserver, Observer, RunSummary
 from mendel.engines.cycleqd.recipe import Recipe
 from mendel.engines.cycleqd.sampling import sample_parents
 from mendel.engines.cycleqd.seeds import derive_seed, generator
 from mendel.engines.cycleqd.state import EngineState
-from mendel.engines.cycleqd.taskvectors import TaskVectorBank
+from mendel.engines.cycleqd.taskvectors import TaskVectorBank, place_bank
 
 __all__ = ["CycleQD", "CycleQDResult", "quality_task", "validate_scores"]
 
@@ -86,7 +86,8 @@ class CycleQD:
 
     Args:
         spec: The QDEvolution spec (algorithm, budget, checkpointing, seed).
-        bank: Base weights, expert task vectors and SVD bases (see `build_bank`).
+        bank: Base weights, expert task vectors and SVD bases (see `build_bank`); placed
+            on the model's device and precision here unless it already is (`place_bank`).
         model: The resident model whose parameters are overwritten for every child.
         evaluate: Scores the resident model on every task.
         checkpoint_dir: Where checkpoints go; an existing one is resumed. None: no checkpoints.
@@ -110,7 +111,7 @@ class CycleQD:
         if missing:
             raise ValueError(f"expert '{missing[0]}' has no task vector in the bank")
         self.spec = spec
-        self.bank = bank
+        self.bank = place_bank(bank, model)
         self.model = model
         self.evaluate = evaluate
         self.checkpoint_dir = checkpoint_dir
@@ -223,7 +224,7 @@ class CycleQD:
             rate=algo.mutation.rate,
             std=algo.mutation.std,
             rng=rng,
-            seed=derive_seed(seed, "noise"),
+            noise=noise_basis(state.seed),
         )
         return Genome(
             id=child_id(gen),
@@ -238,8 +239,9 @@ class CycleQD:
 
     def _generation(self, state: EngineState) -> str:
         quality = quality_task(state.generation, self.tasks, self.spec.algorithm.cycle_interval)
-        genome = self._breed(state, quality)
-        materialize(genome.recipe, self.model, self.bank, state.store.recipe)
+        bred = self._breed(state, quality)
+        kept = materialize_bounded(bred.recipe, self.model, self.bank, state.store.recipe)
+        genome = replace(bred, recipe=kept)
         try:
             scores = self._score()
         except Exception as error:  # the callback's failures are data: counted and bounded

@@ -4,7 +4,9 @@ Evaluation dominates CycleQD's cost, so one model stays resident and each child 
 written into its existing parameter storage: per tensor, `copy_` the base and `add_` the
 recipe's delta. No parameter is reallocated, so compiled graphs and caches keyed on
 storage stay valid between children. Non-linear (TIES/DARE) terms are replayed from their
-parents' recipes in dependency order, memoised per tensor, without recursion.
+parents' recipes in dependency order, memoised per tensor, without recursion; a genome
+whose replay would reach too many ancestors is pinned to its dense delta instead, so the
+chain a descendant replays stays bounded however many generations run.
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ from mendel.engines.cycleqd.seeds import generator
 from mendel.engines.cycleqd.svd import add_direction_term, direction_term
 from mendel.engines.cycleqd.taskvectors import TaskVectorBank
 
-__all__ = ["Resolver", "materialize", "replay_order", "tensor_delta"]
+__all__ = [
+    "MAX_REPLAYED_ANCESTORS",
+    "Resolver",
+    "materialize",
+    "materialize_bounded",
+    "replay_order",
+    "tensor_delta",
+]
+
+MAX_REPLAYED_ANCESTORS = 8
+"""A new genome whose merges replay more ancestors than this is pinned to its deltas."""
 
 Resolver = Callable[[str], Recipe]
 """Genome id -> recipe; needed only for recipes with merge terms."""
@@ -70,18 +82,28 @@ def tensor_delta(
 ) -> torch.Tensor | None:
     """The recipe's delta for one tensor, in float32 on the bank's device; None if zero.
 
+    Terms are summed in a canonical order (experts and noise seeds sorted, merges in
+    recipe order) that does not depend on how the recipe's mappings were built or read
+    back: float addition is not associative, and a checkpoint's JSON sorts keys, so
+    insertion order would make a resumed run differ from the uninterrupted one.
+
     Args:
         recipe: What to materialise.
         name: Tensor name.
         bank: Base, task vectors and SVD bases.
         memo: Deltas of this tensor for every genome a merge term names.
     """
+    base = bank.base[name]
     acc: torch.Tensor | None = None
-    for expert, c in recipe.coefficients.items():
+    dense = recipe.dense.get(name)
+    if dense is not None:  # first, so a pinned recipe adds exactly its stored delta
+        acc = _accumulate(acc, dense.to(base.device), 1.0)
+    for expert in sorted(recipe.coefficients):
+        c = recipe.coefficients[expert]
         if c != 0.0:
             acc = _accumulate(acc, bank.task_vectors[expert][name], c)
-    for expert, per in recipe.directions.items():
-        weights = per.get(name)
+    for expert in sorted(recipe.directions):
+        weights = recipe.directions[expert].get(name)
         if weights is None:
             continue
         factors = bank.svd[expert][name]
@@ -89,8 +111,7 @@ def tensor_delta(
             acc = direction_term(factors, weights)
         else:
             add_direction_term(acc, factors, weights)
-    base = bank.base[name]
-    for term in recipe.noise:
+    for term in sorted(recipe.noise, key=lambda t: t.seed):
         noise = torch.randn(base.shape, generator=generator(term.seed, name))
         acc = _accumulate(acc, noise.to(base.device), term.scale)
     for merge in recipe.merges:
@@ -114,7 +135,12 @@ def _accumulate(acc: torch.Tensor | None, term: torch.Tensor, scale: float) -> t
 
 
 def materialize(
-    recipe: Recipe, model: nn.Module, bank: TaskVectorBank, resolve: Resolver | None = None
+    recipe: Recipe,
+    model: nn.Module,
+    bank: TaskVectorBank,
+    resolve: Resolver | None = None,
+    *,
+    capture: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write `base + delta(recipe)` into the model's parameters, in place.
 
@@ -123,9 +149,11 @@ def materialize(
         model: The resident model; its parameter names must be the bank's tensor names.
         bank: Base, task vectors and SVD bases.
         resolve: Genome id -> recipe, for recipes with merge terms.
+        capture: If given, receives each non-zero float32 delta by tensor name, so the
+            genome can be pinned to them (`Recipe.pinned`) with bit-identical weights.
 
     Raises:
-        ValueError: If a parameter has no base tensor, or a shape differs.
+        ValueError: If a parameter has no base tensor, or a shape or device differs.
     """
     order = replay_order(recipe, resolve)
     params = dict(model.named_parameters())
@@ -137,13 +165,42 @@ def materialize(
             raise ValueError(
                 f"model parameter '{name}' has shape {tuple(param.shape)}, base {tuple(base.shape)}"
             )
+        if base.device != param.device:
+            raise ValueError(
+                f"model parameter '{name}' is on {param.device} but the bank on {base.device}; "
+                "place the bank next to the model first (place_bank)"
+            )
     with torch.no_grad():
         for name, param in params.items():
             memo: _Memo = {}
             for gid, ancestor in order:
                 memo[gid] = tensor_delta(ancestor, name, bank, memo)
             delta = tensor_delta(recipe, name, bank, memo)
+            if capture is not None and delta is not None:
+                capture[name] = delta
             if delta is None:
                 param.copy_(bank.base[name])
-            else:  # one pass: read base and delta, write the parameter in its own dtype
-                torch.add(bank.base[name], delta.to(param.device), out=param.data)
+            else:  # one pass in float32, rounded once to the parameter's dtype
+                torch.add(bank.base[name], delta, out=param.data)
+
+
+def materialize_bounded(
+    recipe: Recipe,
+    model: nn.Module,
+    bank: TaskVectorBank,
+    resolve: Resolver | None = None,
+    limit: int = MAX_REPLAYED_ANCESTORS,
+) -> Recipe:
+    """Materialise a new genome's recipe and return the recipe to keep for it.
+
+    If its merges replay at most `limit` ancestors, that is the recipe itself; otherwise
+    it is the recipe pinned to the deltas just written, which gives the same weights bit
+    for bit and replays nothing. Every kept recipe therefore replays at most `limit`
+    ancestors, and a child of two kept recipes at most 2 * (limit + 1).
+    """
+    if len(replay_order(recipe, resolve)) <= limit:
+        materialize(recipe, model, bank, resolve)
+        return recipe
+    deltas: dict[str, torch.Tensor] = {}
+    materialize(recipe, model, bank, resolve, capture=deltas)
+    return Recipe.pinned(deltas)

@@ -5,6 +5,10 @@ them is exactly `base + sum_k c_k tau_k + sum_{k,m} U_km diag(d_km * S_km) V_km^
 scalar per expert and one weight vector per (expert, matrix). Gaussian noise is kept as
 (seed, scale) and replayed; TIES/DARE merges, which are not linear, are kept as a term
 naming the method, parents and seed, and replayed from the parents' recipes.
+
+Recipes stay bounded: noise is drawn along a fixed set of seeds (see `mutation`), so noise
+terms fold by seed, and a genome whose merges would replay too many ancestors is pinned to
+its dense delta (`Recipe.pinned`), which ends the replay chain there.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 __all__ = ["MergeTerm", "NoiseTerm", "Recipe", "combine"]
 
 _SEP = "/"
+_DENSE = "#dense"  # not a valid expert name, so it cannot collide with a direction key
 
 
 @dataclass(frozen=True)
@@ -91,17 +96,30 @@ class Recipe:
             directions (float32, one per direction).
         noise: Replayed Gaussian terms.
         merges: Replayed non-linear (TIES/DARE) terms.
+        dense: Tensor name -> a stored float32 delta added as is (a pinned genome's whole
+            delta); tensors it lacks contribute nothing.
     """
 
     coefficients: Mapping[str, float] = field(default_factory=dict)
     directions: Mapping[str, Mapping[str, torch.Tensor]] = field(default_factory=dict)
     noise: tuple[NoiseTerm, ...] = ()
     merges: tuple[MergeTerm, ...] = ()
+    dense: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def expert(cls, name: str) -> Recipe:
         """The expert itself: base + 1 * tau_expert."""
         return cls(coefficients={name: 1.0})
+
+    @classmethod
+    def pinned(cls, deltas: Mapping[str, torch.Tensor]) -> Recipe:
+        """A recipe that is exactly the given per-tensor deltas, kept in host memory.
+
+        Materialising it adds `1.0 * delta`, which is exact, so a genome pinned to the
+        deltas its own recipe produced gets bit-identical weights, and needs no ancestor.
+        The deltas are as large as the model, so they wait on the host, not the device.
+        """
+        return cls(dense={name: d.to("cpu", torch.float32) for name, d in deltas.items()})
 
     @property
     def parents_needed(self) -> tuple[str, ...]:
@@ -118,15 +136,16 @@ class Recipe:
             },
             noise=tuple(NoiseTerm(t.seed, t.scale * factor) for t in self.noise),
             merges=tuple(_rescale(t, t.scale * factor) for t in self.merges),
+            dense={name: d * factor for name, d in self.dense.items()},
         )
 
     def with_directions(self, expert: str, weights: Mapping[str, torch.Tensor]) -> Recipe:
         """This recipe plus `U diag(w * S) V^T` along `expert`'s matrices."""
         return combine([self, Recipe(directions={expert: dict(weights)})], [1.0, 1.0])
 
-    def with_noise(self, term: NoiseTerm) -> Recipe:
-        """This recipe plus one replayed Gaussian term."""
-        return Recipe(self.coefficients, self.directions, (*self.noise, term), self.merges)
+    def with_noise(self, *terms: NoiseTerm) -> Recipe:
+        """This recipe plus replayed Gaussian terms (folded into terms of the same seed)."""
+        return combine([self, Recipe(noise=terms)], [1.0, 1.0])
 
     def to_dict(self) -> dict[str, Any]:
         """Small JSON form: direction vectors are summarised here and kept in `tensors()`."""
@@ -135,36 +154,46 @@ class Recipe:
             "directions": {k: sorted(per) for k, per in self.directions.items()},
             "noise": [t.to_dict() for t in self.noise],
             "merges": [t.to_dict() for t in self.merges],
+            "dense": sorted(self.dense),
         }
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """Direction vectors keyed `expert/matrix`, ready for safetensors."""
-        return {
+        """Direction vectors keyed `expert/matrix` and dense deltas keyed `#dense/name`,
+        ready for safetensors."""
+        out = {
             f"{k}{_SEP}{m}": w.detach().to("cpu", torch.float32).contiguous()
             for k, per in self.directions.items()
             for m, w in per.items()
         }
+        for name, delta in self.dense.items():
+            out[f"{_DENSE}{_SEP}{name}"] = delta.detach().to("cpu", torch.float32).contiguous()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> Recipe:
         """Inverse of `to_dict` + `tensors`.
 
         Raises:
-            ValueError: If a direction vector named in `data` is missing from `tensors`.
+            ValueError: If a tensor named in `data` is missing from `tensors`.
         """
         directions: dict[str, dict[str, torch.Tensor]] = {}
         for expert, names in data["directions"].items():
             for name in names:
-                key = f"{expert}{_SEP}{name}"
-                if key not in tensors:
-                    raise ValueError(f"recipe names direction vector '{key}' but it is missing")
-                directions.setdefault(expert, {})[name] = tensors[key]
+                directions.setdefault(expert, {})[name] = _tensor(tensors, expert, name)
         return cls(
             coefficients={str(k): float(v) for k, v in data["coefficients"].items()},
             directions=directions,
             noise=tuple(NoiseTerm.from_dict(t) for t in data["noise"]),
             merges=tuple(MergeTerm.from_dict(t) for t in data["merges"]),
+            dense={name: _tensor(tensors, _DENSE, name) for name in data.get("dense", ())},
         )
+
+
+def _tensor(tensors: Mapping[str, torch.Tensor], group: str, name: str) -> torch.Tensor:
+    key = f"{group}{_SEP}{name}"
+    if key not in tensors:
+        raise ValueError(f"recipe names tensor '{key}' but it is missing")
+    return tensors[key]
 
 
 def _rescale(term: MergeTerm, scale: float) -> MergeTerm:
@@ -179,10 +208,10 @@ def combine(recipes: Sequence[Recipe], weights: Sequence[float]) -> Recipe:
         weights: One factor per recipe.
 
     Returns:
-        A recipe with summed coefficients and direction vectors; replayed terms that are
-        the same draw (noise with one seed, merges with identical inputs) are merged by
-        adding their scales, so a term inherited along several lineage paths is kept once
-        and recipes grow with the number of distinct ancestors, not of paths.
+        A recipe with summed coefficients, direction vectors and dense deltas; replayed
+        terms that are the same draw (noise with one seed, merges with identical inputs)
+        are merged by adding their scales, so a term inherited along several lineage paths
+        is kept once.
 
     Raises:
         ValueError: On a length mismatch or direction vectors of different ranks.
@@ -193,6 +222,7 @@ def combine(recipes: Sequence[Recipe], weights: Sequence[float]) -> Recipe:
     directions: dict[str, dict[str, torch.Tensor]] = {}
     noise: dict[int, float] = {}
     merges: dict[tuple[object, ...], MergeTerm] = {}
+    dense: dict[str, torch.Tensor] = {}
     for recipe, weight in zip(recipes, weights, strict=True):
         part = recipe.scaled(weight)
         for expert, c in part.coefficients.items():
@@ -207,8 +237,11 @@ def combine(recipes: Sequence[Recipe], weights: Sequence[float]) -> Recipe:
             key = _merge_key(merge)
             known = merges.get(key)
             merges[key] = merge if known is None else _rescale(merge, known.scale + merge.scale)
+        for name, delta in part.dense.items():  # `scaled` made fresh tensors: add in place
+            known_delta = dense.get(name)
+            dense[name] = delta if known_delta is None else known_delta.add_(delta)
     noise_terms = tuple(NoiseTerm(seed, scale) for seed, scale in noise.items())
-    return Recipe(coefficients, directions, noise_terms, tuple(merges.values()))
+    return Recipe(coefficients, directions, noise_terms, tuple(merges.values()), dense)
 
 
 def _merge_key(term: MergeTerm) -> tuple[object, ...]:

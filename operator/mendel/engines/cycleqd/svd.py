@@ -13,8 +13,14 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
+    "SvdFactors",
     "add_direction_term",
-    "scaled_left","SvdFactors", "direction_term", "expert_svd", "is_svd_target", "svd_factors"]
+    "direction_term",
+    "expert_svd",
+    "is_svd_target",
+    "scaled_left",
+    "svd_factors",
+]
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,13 @@ class SvdFactors:
     def rank(self) -> int:
         """Number of singular directions kept."""
         return int(self.s.numel())
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> SvdFactors:
+        """The factors on `device`, singular vectors stored in `dtype` (the singular
+        values, one per direction, stay float32)."""
+        return SvdFactors(
+            self.u.to(device, dtype), self.s.to(device, torch.float32), self.vh.to(device, dtype)
+        )
 
 
 def is_svd_target(name: str, tensor: torch.Tensor) -> bool:
@@ -76,22 +89,23 @@ def direction_term(factors: SvdFactors, weights: torch.Tensor) -> torch.Tensor:
         weights: One weight per kept direction.
 
     Returns:
-        A dense float32 matrix with the task vector's shape.
+        A dense float32 matrix with the task vector's shape (computed in float32 whatever
+        dtype the factors are stored in).
 
     Raises:
         ValueError: If the number of weights differs from the rank.
     """
-    return scaled_left(factors, weights) @ factors.vh
+    return scaled_left(factors, weights) @ factors.vh.to(torch.float32)
 
 
 def add_direction_term(out: torch.Tensor, factors: SvdFactors, weights: torch.Tensor) -> None:
     """`out += U diag(weights * S) V^T` in one fused matrix product, with no temporary of
-    the matrix's size (the hot path of materialisation)."""
-    out.addmm_(scaled_left(factors, weights), factors.vh)
+    the matrix's size (the hot path of materialisation); `out` is float32."""
+    out.addmm_(scaled_left(factors, weights), factors.vh.to(out.dtype))
 
 
 def scaled_left(factors: SvdFactors, weights: torch.Tensor) -> torch.Tensor:
-    """`U diag(weights * S)`: the small left factor of a direction term.
+    """`U diag(weights * S)` in float32: the small left factor of a direction term.
 
     Raises:
         ValueError: If the number of weights differs from the rank.
@@ -100,5 +114,5 @@ def scaled_left(factors: SvdFactors, weights: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"expected {factors.rank} direction weights, got shape {tuple(weights.shape)}"
         )
-    scaled = weights.to(device=factors.s.device, dtype=factors.s.dtype) * factors.s
-    return factors.u * scaled
+    scaled = weights.to(device=factors.s.device, dtype=torch.float32) * factors.s
+    return factors.u.to(torch.float32) * scaled

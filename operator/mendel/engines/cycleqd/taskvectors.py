@@ -1,7 +1,9 @@
 """Task vectors (tau_k = theta_k - theta_base) and the bank a recipe is materialised against.
 
 The bank holds the base weights, one task vector per expert and each expert's singular
-bases: everything needed to turn a recipe back into weights, computed once per run.
+bases: everything needed to turn a recipe back into weights, computed once per run and
+then placed on the resident model's device (`place_bank`), so that materialising a child
+moves nothing between host and accelerator.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from mendel.engines.cycleqd.svd import SvdFactors, expert_svd
 
@@ -19,6 +22,7 @@ __all__ = [
     "TaskVectorBank",
     "build_bank",
     "check_same_architecture",
+    "place_bank",
     "task_vector",
 ]
 
@@ -97,6 +101,68 @@ class TaskVectorBank:
         if expert not in self.svd:
             raise ValueError(f"unknown expert '{expert}'; known: {sorted(self.svd)}")
         return {name: factors.rank for name, factors in self.svd[expert].items()}
+
+    def to(
+        self,
+        device: torch.device | str,
+        dtype: torch.dtype = torch.float32,
+        base_dtype: torch.dtype | None = None,
+    ) -> TaskVectorBank:
+        """This bank on `device`, task vectors and singular vectors stored in `dtype`.
+
+        Args:
+            device: Where every tensor goes.
+            dtype: Storage dtype of task vectors and singular vectors; materialisation
+                reads them into float32, so this trades memory for their own rounding.
+            base_dtype: Store a base tensor in this dtype where that is exact (every value
+                survives the round trip), else keep its dtype. None keeps every dtype.
+
+        Returns:
+            A new bank; tensors already on `device` in the right dtype are shared.
+        """
+        return TaskVectorBank(
+            base={n: _exact_cast(t.to(device), base_dtype) for n, t in self.base.items()},
+            task_vectors={
+                e: {n: t.to(device, dtype) for n, t in tau.items()}
+                for e, tau in self.task_vectors.items()
+            },
+            svd={
+                e: {n: f.to(device, dtype) for n, f in per.items()} for e, per in self.svd.items()
+            },
+        )
+
+
+def _exact_cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    if dtype is None or tensor.dtype == dtype:
+        return tensor
+    cast = tensor.to(dtype)
+    return cast if torch.equal(cast.to(tensor.dtype), tensor) else tensor
+
+
+def place_bank(
+    bank: TaskVectorBank, model: nn.Module, dtype: torch.dtype | None = None
+) -> TaskVectorBank:
+    """The bank on the model's device, stored as compactly as the model's precision allows.
+
+    For a bfloat16 model the task vectors and singular vectors are kept in bfloat16 (half
+    the memory): their rounding, 2^-9 of a delta, is far below the bfloat16 rounding of the
+    weight the delta is added to. Otherwise they stay float32. Base tensors take the
+    model's dtype wherever that is exact (a bfloat16 checkpoint read as float32), so the
+    weights do not change. Materialisation accumulates in float32 and rounds once.
+
+    Args:
+        bank: The bank as built (usually float32 on the CPU).
+        model: The resident model; its first parameter gives the device and precision.
+        dtype: Storage dtype of task vectors and singular vectors, instead of the default.
+
+    Raises:
+        ValueError: If the model has no parameters.
+    """
+    first = next(iter(model.parameters()), None)
+    if first is None:
+        raise ValueError("the model has no parameters to place the bank next to")
+    storage = dtype or (torch.bfloat16 if first.dtype == torch.bfloat16 else torch.float32)
+    return bank.to(first.device, storage, base_dtype=first.dtype)
 
 
 def _direct_svd(_: str, tau: StateDict, rank: int | None) -> dict[str, SvdFactors]:

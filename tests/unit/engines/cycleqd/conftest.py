@@ -15,6 +15,11 @@ from mendel.engines.cycleqd import TaskVectorBank, build_bank
 
 EXPERTS = ("alpha", "beta", "gamma")
 TASKS = {"task-a": "alpha", "task-b": "beta", "task-c": "gamma"}
+MIXTURES = {
+    "task-a": {"alpha": 0.6, "beta": 0.4},
+    "task-b": {"beta": 0.6, "gamma": 0.4},
+    "task-c": {"gamma": 0.6, "alpha": 0.4},
+}
 
 
 def tiny_config() -> LlamaConfig:
@@ -87,6 +92,27 @@ class WeightProbe:
             cos = torch.nn.functional.cosine_similarity(delta, tau, dim=0)
             out[task] = float(torch.clamp(0.5 + 0.5 * cos, 0.0, 1.0))
         return out
+
+
+class MixtureProbe(WeightProbe):
+    """Like WeightProbe, but each task's ideal delta mixes two experts' task vectors, so
+    every expert scores below the optimum and merged children can beat it (as real skills
+    benefit from other experts' knowledge)."""
+
+    def __init__(
+        self,
+        bank: TaskVectorBank,
+        mixtures: Mapping[str, Mapping[str, float]] = MIXTURES,
+    ) -> None:
+        super().__init__(bank)
+        flat = {
+            e: torch.cat([bank.task_vectors[e][n].flatten() for n in self.names])
+            for e in bank.task_vectors
+        }
+        self.taus = {
+            task: sum((w * flat[e] for e, w in mix.items()), torch.zeros_like(self.base))
+            for task, mix in mixtures.items()
+        }
 
 
 def make_spec(**overrides: Any) -> QDEvolutionSpec:
