@@ -171,9 +171,11 @@ class StateSync:
         if tag.startswith(f"runs:/{run}/"):
             wanted.append(tag.removeprefix(f"runs:/{run}/"))
         for path in wanted:
-            if (self.ctx.work_dir / path).exists() or not client.list_artifacts(run, path):
+            local = self.ctx.work_dir / path
+            if local.exists() or not client.list_artifacts(run, path):
                 continue
-            client.download_artifacts(run, path, str(self.ctx.work_dir))
+            local.parent.mkdir(parents=True, exist_ok=True)  # MLflow keeps only the last name
+            client.download_artifacts(run, path, str(local.parent))
 
     def _complete(self) -> list[Path]:
         from mendel.engines.clara.checkpoint import COMPLETE_MARKER
