@@ -33,6 +33,7 @@ from tests.chart.support import CHART, tool_path
 from tests.cluster.conftest import REPO, create_ready_namespace, wait_for
 from tests.mlflow_server import MlflowServer, free_port
 from tests.support.listener import CountingListener
+from tests.support.tiny_models import save_family
 
 from .conftest import RealNode
 
@@ -112,17 +113,17 @@ class Stack:
         assert result.returncode == 0, f"helm {' '.join(args)}:\n{result.stderr}"
         return result
 
-    def resource(self, name: str) -> dict[str, Any] | None:
+    def resource(self, name: str, plural: str = PLURAL) -> dict[str, Any] | None:
         try:
             return dict(client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name))
+                GROUP, VERSION, self.namespace, plural, name))
         except client.ApiException as error:
             if error.status == 404:
                 return None
             raise
 
-    def status(self, name: str) -> dict[str, Any]:
-        return dict((self.resource(name) or {}).get("status") or {})
+    def status(self, name: str, plural: str = PLURAL) -> dict[str, Any]:
+        return dict((self.resource(name, plural) or {}).get("status") or {})
 
     def operator_pods(self) -> list[client.V1Pod]:
         return [p for p in client.CoreV1Api(self.api).list_namespaced_pod(
@@ -186,22 +187,22 @@ def test_the_operator_runs_in_its_pod_with_the_charts_service_account(stack: Sta
     assert "Phase:          Succeeded" in tested.stdout, tested.stdout
 
 
-def _tiny_volume(stack: Stack, tiny: Path) -> None:
+def _tiny_volume(stack: Stack, tiny: Path, claim: str = "tiny-models") -> None:
     """The tiny models as a read-only PersistentVolume (hostPath) and its claim."""
     core = client.CoreV1Api(stack.api)
-    pv = f"tiny-models-{stack.namespace}"
+    pv = f"{claim}-{stack.namespace}"
     core.create_persistent_volume({
         "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"],
                  "storageClassName": "", "hostPath": {"path": str(tiny), "type": "Directory"},
                  "persistentVolumeReclaimPolicy": "Retain"}})
     core.create_namespaced_persistent_volume_claim(stack.namespace, {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "tiny-models"},
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
         "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "", "volumeName": pv,
                  "resources": {"requests": {"storage": "1Gi"}}}})
     wait_for(lambda: core.read_namespaced_persistent_volume_claim(
-        "tiny-models", stack.namespace).status.phase == "Bound", timeout=60,
-        what="the tiny-models claim to bind")
+        claim, stack.namespace).status.phase == "Bound", timeout=60,
+        what=f"the {claim} claim to bind")
 
 
 def _example_for_the_node() -> dict[str, Any]:
@@ -269,6 +270,56 @@ def test_the_example_runs_to_succeeded_in_a_worker_pod_through_a_helm_upgrade(
     logs = stack.kubectl("logs", "-n", stack.namespace, worker.metadata.name).stdout
     assert f"MLflow run {run_id}" in logs
     assert "generation 300/300 (100%)" in logs
+
+
+def test_compressor_training_trains_evaluates_and_registers_in_a_worker_pod(
+        stack: Stack, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    models = tmp_path_factory.mktemp("clara-models")
+    save_family(models, [])
+    for path in [models, *models.rglob("*")]:  # the worker runs as uid 10001
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    _tiny_volume(stack, models, claim="clara-models")
+    name, plural = "tiny-compressor", KINDS["CompressorTraining"].plural
+    stage = {"learningRate": 1e-3, "batchSize": 4, "microBatchSize": 2}
+    manifest = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "CompressorTraining",
+        "metadata": {"name": name},
+        "spec": {
+            "baseModel": {"uri": "/models/base"},
+            "compression": {"rate": 16, "docMaxTokens": 64},
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+            "stages": {"pretraining": {"dataset": {"uri": "builtin:facts", "limit": 8}, **stage},
+                       "endToEnd": {"dataset": {"uri": "builtin:facts-retrieval", "limit": 4},
+                                    **stage, "topK": 2}},
+            "precision": "float32", "gradientCheckpointing": False, "checkpointEverySteps": 2,
+            "evaluation": {"uri": "builtin:facts", "split": "validation", "limit": 3},
+            "resources": {"trainer": {"gpus": 0, "cpu": "1", "memory": "3Gi",
+                                      "ephemeralStorage": "2Gi"}},
+            "podTemplatePatch": {
+                "volumes": [{"name": "models", "persistentVolumeClaim": "clara-models"}],
+                "volumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True}],
+                "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}]},
+            "tracking": {"mlflow": {"registeredModel": {"name": "tiny-compressor-clara"}}},
+        },
+    }
+    path = tmp_path / "compressortraining.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    stack.kubectl("apply", "-n", stack.namespace, "-f", str(path))
+    wait_for(lambda: stack.status(name, plural).get("phase") in ("Succeeded", "Failed"),
+             timeout=900, interval=2, what="the CompressorTraining to finish")
+    status = stack.status(name, plural)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert status["training"]["stage"] == "done"
+    assert float(status["training"]["evalScore"]) >= 0.0
+    assert status["progress"]["step"] == status["progress"]["total"] > 0
+    uid = stack.resource(name, plural)["metadata"]["uid"]  # type: ignore[index]
+    (worker,) = _worker_pods(stack, uid)
+    assert worker.spec.automount_service_account_token is False
+    assert worker.spec.containers[0].security_context.read_only_root_filesystem is True
+    mlflow_client = MlflowClient(stack.mlflow.uri)
+    version = mlflow_client.get_model_version_by_alias("tiny-compressor-clara", "candidate")
+    logged = mlflow_client.get_logged_model(version.source.removeprefix("models:/"))
+    assert logged.status == "READY" and logged.source_run_id == status["mlflow"]["runId"]
 
 
 def test_a_tracking_uri_outside_the_allow_list_is_refused_and_nothing_is_sent(
