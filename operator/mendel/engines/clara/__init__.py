@@ -65,6 +65,7 @@ from mendel.engines.clara.io import (
     METADATA_FILE,
     load_clara,
     read_metadata,
+    read_versioned_json,
     save_clara,
 )
 from mendel.engines.clara.losses import (
@@ -136,6 +137,13 @@ from mendel.engines.clara.store import (
     compress_corpus,
     model_identity,
 )
+from mendel.engines.clara.synthesis import (
+    NOT_IN_DOCUMENT,
+    SynthesisError,
+    SynthesisResult,
+    SynthesisSettings,
+    synthesize,
+)
 from mendel.engines.clara.tokens import (
     MemoryTokens,
     add_memory_tokens,
@@ -175,6 +183,7 @@ __all__ = [
     "MEMORY_SLOT",
     "METADATA_FILE",
     "MODEL_DIR",
+    "NOT_IN_DOCUMENT",
     "PARAPHRASE_PROMPT",
     "PROGRESS_FILE",
     "QUERY_REASONER",
@@ -211,6 +220,9 @@ __all__ = [
     "StaleCacheError",
     "StepReport",
     "StoreMismatchError",
+    "SynthesisError",
+    "SynthesisResult",
+    "SynthesisSettings",
     "TrainingResult",
     "TrainingSettings",
     "add_memory_tokens",
@@ -249,6 +261,7 @@ __all__ = [
     "prepare_stage_two",
     "qa_examples",
     "read_metadata",
+    "read_versioned_json",
     "recall_at_k",
     "restore_rng",
     "rng_state",
@@ -265,6 +278,7 @@ __all__ = [
     "stage_two_loss",
     "stage_two_prompt",
     "straight_through_topk",
+    "synthesize",
     "text_prompt",
     "train_instruction_tuning",
     "train_stage_one",

@@ -28,7 +28,8 @@ from mendel.engines.clara.model import ClaraModel, fit_embeddings, lora_config
 from mendel.engines.clara.settings import ADAPTERS, ClaraSettings
 from mendel.engines.clara.tokens import add_memory_tokens
 
-__all__ = ["MEMORY_FILE", "METADATA_FILE", "load_clara", "read_metadata", "save_clara"]
+__all__ = ["MEMORY_FILE", "METADATA_FILE", "load_clara", "read_metadata", "read_versioned_json",
+           "save_clara"]
 
 METADATA_FILE = "clara.json"
 MEMORY_FILE = "memory_tokens.safetensors"
@@ -70,13 +71,23 @@ def read_metadata(directory: Path) -> dict[str, Any]:
         FileNotFoundError: not a saved CLaRa directory.
         ValueError: an unknown format.
     """
-    path = directory / METADATA_FILE
+    return read_versioned_json(directory / METADATA_FILE, FORMAT, "a saved CLaRa model")
+
+
+def read_versioned_json(path: Path, version: int, what: str) -> dict[str, Any]:
+    """A JSON object whose "format" must equal `version`: the one reader of every CLaRa
+    file that a later Mendel might write differently (model metadata, store manifests).
+
+    Raises:
+        FileNotFoundError: no such file (the message says what was expected there).
+        ValueError: another format.
+    """
     if not path.is_file():
-        raise FileNotFoundError(f"{directory} has no {METADATA_FILE}; not a saved CLaRa model")
-    metadata: dict[str, Any] = json.loads(path.read_text())
-    if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path}: unknown format {metadata.get('format')!r}")
-    return metadata
+        raise FileNotFoundError(f"{path.parent} has no {path.name}; not {what}")
+    data: dict[str, Any] = json.loads(path.read_text())
+    if data.get("format") != version:
+        raise ValueError(f"{path}: unknown format {data.get('format')!r} of {what}")
+    return data
 
 
 def load_clara(base_model: Any, tokenizer: Any, directory: Path,

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from mendel.engines.clara.io import read_versioned_json
 from mendel.engines.clara.model import ClaraModel
 from mendel.engines.clara.settings import COMPRESSOR
 
@@ -86,12 +87,7 @@ class CompressedStore:
             ValueError: an unknown manifest format.
             StoreMismatchError: `model`'s compressor fingerprint or identity differs.
         """
-        path = directory / MANIFEST_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{directory} has no {MANIFEST_FILE}; not a compressed store")
-        manifest: dict[str, Any] = json.loads(path.read_text())
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"{path}: unknown store format {manifest.get('format')!r}")
+        manifest = read_versioned_json(directory / MANIFEST_FILE, FORMAT, "a compressed store")
         store = cls(directory, manifest)
         if model is not None:
             store.check_model(model)
