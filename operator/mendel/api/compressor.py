@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from mendel.api.base import ApiModel, FieldValueError, cel, immutable
 from mendel.api.envelope import RoleResources, SpecEnvelope
+from mendel.api.experience import LlmBackend
 from mendel.api.references import DatasetRef, ModelRef
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Optimizer",
     "Stage",
     "Stages",
+    "Synthesis",
 ]
 
 PAPER = "https://arxiv.org/abs/2511.18659"
@@ -87,6 +89,48 @@ class LoraSettings(ApiModel):
     )
 
 
+class Synthesis(ApiModel):
+    """Stage-I targets written by an LLM from bare documents (the paper's SCP data
+    synthesis): simple and multi-hop questions, answers from the document alone, a
+    judgment per pair, coverage checks, and a checked paraphrase."""
+
+    llm: LlmBackend = Field(description="The LLM that writes and checks the targets.")
+    rounds: int = Field(
+        default=10,
+        description="Coverage checks per document at most; a document whose last check "
+        "still finds facts no question asks about is left out (the paper's 10).",
+        ge=1,
+        le=10,
+    )
+    complex_questions: bool = Field(
+        default=True, description="Also ask multi-hop questions (ComplexQA)."
+    )
+    paraphrase: bool = Field(
+        default=True, description="Also write a paraphrase per document, kept when checked."
+    )
+    max_questions: int = Field(
+        default=12,
+        description="Questions one reply may list (simple, multi-hop or supplementary); the "
+        "paper averages 7.8 simple and 4.6 multi-hop questions per document.",
+        ge=1,
+        le=64,
+    )
+    concurrency: int = Field(
+        default=8,
+        description="Documents in progress at once, and LLM requests in flight at most.",
+        ge=1,
+        le=1024,
+    )
+    max_failed_call_fraction: float = Field(
+        default=0.5,
+        description="Synthesis fails (and is resumed on retry) only when more than this "
+        "fraction of its LLM calls fail or give unreadable replies; below it, the affected "
+        "pairs are dropped and counted.",
+        ge=0.0,
+        le=1.0,
+    )
+
+
 class Stage(ApiModel):
     """One training stage: its data and optimisation budget."""
 
@@ -120,10 +164,27 @@ class Stage(ApiModel):
         gt=0.0,
         le=100.0,
     )
+    synthesis: Synthesis | None = Field(
+        default=None,
+        description="Pretraining only: write the QA and paraphrase targets with an LLM; the "
+        "dataset then holds documents, {\"docs\": [...]} or {\"text\": ...} per record.",
+    )
 
 
 class Stages(ApiModel):
     """The three stages of CLaRa; stage I is required, the others are optional."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "(!has(self.instructionTuning) || !has(self.instructionTuning.synthesis))"
+                    " && (!has(self.endToEnd) || !has(self.endToEnd.synthesis))",
+                    "synthesis is allowed on stages.pretraining only",
+                )
+            ]
+        }
+    }
 
     pretraining: Stage = Field(
         description="Stage I, salient compressor pretraining on {question, answers, docs} and "
@@ -261,6 +322,12 @@ class CompressorTrainingSpec(SpecEnvelope):
             "endToEnd": self.stages.end_to_end,
         }
         for name, stage in stages.items():
+            if stage is not None and stage.synthesis is not None and name != "pretraining":
+                raise FieldValueError(
+                    f"stages.{name}.synthesis",
+                    "data synthesis writes stage-I (pretraining) targets only; remove it "
+                    "here and give this stage prepared records",
+                )
             if stage is not None and stage.dataset.split == "test" and not self.allow_test_split:
                 raise FieldValueError(
                     f"stages.{name}.dataset.split",

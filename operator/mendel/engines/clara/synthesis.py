@@ -3,10 +3,11 @@
 For each document the LLM writes simple questions (one or two facts each) and, optionally,
 multi-hop questions; answers each from the document alone ("not in the document" drops the
 pair); judges each pair (an incorrect one is dropped); then checks coverage: shown the kept
-pairs, it lists questions for facts still unasked. Those are answered and judged in turn,
-up to `rounds` checks in all; a document whose last check still finds gaps is excluded, as
-the paper excludes its uncovered samples. A kept document may also get a paraphrase, kept
-only when a second call confirms it states every fact and nothing more.
+pairs, it counts the facts still unasked and writes questions for them, which are answered
+and judged in turn, up to `rounds` checks in all. A document whose last check still finds
+gaps is excluded, as the paper excludes its uncovered samples. A kept document may also get
+a paraphrase, kept only when a second call confirms it states every fact and nothing more.
+The prompts and the tolerant reading of replies are in `_synthesis_prompts`.
 
 Nothing here raises on a bad reply: a failed call or an unreadable reply is counted by
 reason and yields no record. Only a run whose failed calls exceed a fraction of all calls
@@ -21,14 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mendel.engines.tfgrpo.parsing import extract_json
+from mendel.engines.clara import _synthesis_prompts as prompts
+from mendel.engines.clara._synthesis_prompts import NOT_IN_DOCUMENT, Unreadable
 from mendel.engines.tfgrpo.rollouts import seed_for
 from mendel.engines.tfgrpo.store import Journal
 from mendel.llm.chat import ChatBackend, ChatError, Sampling
@@ -36,26 +37,9 @@ from mendel.llm.chat import ChatBackend, ChatError, Sampling
 __all__ = ["NOT_IN_DOCUMENT", "SynthesisError", "SynthesisResult", "SynthesisSettings",
            "synthesize"]
 
-NOT_IN_DOCUMENT = "not in the document"
-"""The answer that says the document does not hold one; its pair is dropped."""
-_MAX_TEXT = 400
-"""Longest question or answer a schema allows: small models fill unbounded strings."""
 _EARLY_STOP_CALLS = 40
 """Calls after which the failure fraction is trusted enough to stop a run early (an
 endpoint that is down would otherwise be retried for every remaining document)."""
-
-_SYSTEM = ("You turn one document into study material. Use only what the document says, "
-           "never outside knowledge.")
-_SIMPLE = (
-    "Write short questions about the document. Each asks for one or two facts it states, "
-    "makes sense to a reader who has not seen it, and differs from every other question. "
-    "Together they should ask about every important fact.")
-_COMPLEX = (
-    "Write questions that can only be answered by combining two or more facts from "
-    "different parts of the document: following one fact to another, comparing, counting "
-    "or adding up, or ordering events in time or by cause. No yes/no questions, no two "
-    "alike, each clear to a reader who has not seen the document.")
-_QUESTIONS_FORMAT = 'Reply with JSON: {{"questions": ["...", ...]}}, at most {limit} questions.'
 
 
 class SynthesisError(RuntimeError):
@@ -221,9 +205,8 @@ class _Document:
 
     async def synthesize(self) -> dict[str, Any]:
         """{"records", "calls", "failed", "dropped", "excluded"} for the journal."""
-        kinds = [("simple", _SIMPLE)] + ([("complex", _COMPLEX)]
-                                         if self.settings.complex_questions else [])
-        asked = await asyncio.gather(*(self._questions(phase, task) for phase, task in kinds))
+        kinds = ["simple", "complex"] if self.settings.complex_questions else ["simple"]
+        asked = await asyncio.gather(*(self._questions(kind) for kind in kinds))
         pairs = await self._pairs([q for questions in asked for q in questions], [], "first")
         excluded = await self._cover(pairs) if self.complete else None
         if excluded is None and not pairs:
@@ -248,7 +231,8 @@ class _Document:
         self.calls += 1
         sampling = replace(self.settings.sampling,
                            seed=seed_for(self.settings.seed, self.index, *phase))
-        messages = [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": prompt}]
+        messages = [{"role": "system", "content": prompts.SYSTEM},
+                    {"role": "user", "content": prompt}]
         try:
             reply = await self.backend.chat(
                 messages, sampling,
@@ -262,32 +246,26 @@ class _Document:
             return None
         return reply.text
 
-    async def _questions(self, phase: str, task: str) -> list[str]:
-        limit = self.settings.max_questions
-        prompt = (f"Document:\n{self.text}\n\n{task}\n"
-                  f"{_QUESTIONS_FORMAT.format(limit=limit)}")
-        reply = await self._ask((phase,), prompt, _questions_schema(limit))
-        return self._read_questions(reply) or []
-
-    def _read_questions(self, text: str | None) -> list[str] | None:
-        """The questions of a reply: {"questions": [...]}, a bare list, or the paper's
-        {"Question1": ..., "Question2": ...}; None (counted) when it has none of these."""
+    async def _read(self, phase: tuple[Any, ...], prompt: str, schema: Mapping[str, Any] | None,
+                    reader: Callable[[str], Any]) -> Any:
+        """`reader` applied to one call's reply; None (counted) when there is nothing to
+        read or the reader finds it unreadable."""
+        text = await self._ask(phase, prompt, schema)
         if text is None:
             return None
         try:
-            value = extract_json(text)
-        except ValueError:
-            self.failed["malformed_json"] += 1
+            return reader(text)
+        except Unreadable as error:
+            self.failed[error.reason] += 1
             return None
-        if isinstance(value, dict):
-            listed = value.get("questions")
-            value = listed if isinstance(listed, list) else [
-                item for key, item in value.items() if key.lower().startswith("question")]
-        if not isinstance(value, list):
-            self.failed["wrong_shape"] += 1
-            return None
-        questions = [" ".join(q.split()) for q in value if isinstance(q, str) and q.strip()]
-        return questions[: self.settings.max_questions]
+
+    async def _questions(self, kind: str) -> list[str]:
+        limit = self.settings.max_questions
+        questions = await self._read(
+            (kind,), prompts.questions_prompt(self.text, kind, limit),
+            prompts.questions_schema(limit),
+            lambda text: prompts.read_questions(prompts.read_json(text), limit))
+        return questions or []
 
     async def _pairs(self, questions: Sequence[str], known: Sequence[tuple[str, str]],
                      phase: object) -> list[tuple[str, str]]:
@@ -305,116 +283,68 @@ class _Document:
         return [pair for pair in answers if pair is not None]
 
     async def _pair(self, question: str, identity: tuple[object, ...]) -> tuple[str, str] | None:
-        prompt = (f"Document:\n{self.text}\n\nQuestion: {question}\n\nAnswer from the document "
-                  "alone, in as few words as possible. If the document does not give the "
-                  f'answer, answer exactly "{NOT_IN_DOCUMENT}". '
-                  'Reply with JSON: {"answer": "..."}')
-        answer = self._read_answer(await self._ask(("answer", *identity), prompt,
-                                                   _object_schema("answer", None)))
+        answer = await self._read(("answer", *identity),
+                                  prompts.answer_prompt(self.text, question),
+                                  prompts.object_schema("answer"), prompts.read_answer)
         if answer is None:
             return None
         if not answer or NOT_IN_DOCUMENT in answer.lower():
             self.dropped["not_in_document" if answer else "empty_answer"] += 1
             return None
-        prompt = (f"Document:\n{self.text}\n\nQuestion: {question}\nProposed answer: {answer}\n\n"
-                  "Is the proposed answer correct, complete and supported by the document? "
-                  'Reply with JSON: {"judgment": "correct"} or {"judgment": "incorrect"}')
-        verdict = await self._choose(("judge", *identity), prompt, "judgment",
-                                     ["incorrect", "correct"])
-        if verdict != "correct":
-            if verdict == "incorrect":
-                self.dropped["judged_incorrect"] += 1
-            return None
-        return question, answer
-
-    def _read_answer(self, text: str | None) -> str | None:
-        """{"answer": ...}, or a plain-text answer (an 'Answer:' prefix removed)."""
-        if text is None:
-            return None
-        if text.lstrip().startswith(("{", "```")):
-            try:
-                value = extract_json(text)
-            except ValueError:
-                self.failed["malformed_json"] += 1
-                return None
-            if not isinstance(value, dict) or not isinstance(value.get("answer"), str):
-                self.failed["wrong_shape"] += 1
-                return None
-            text = value["answer"]
-        return " ".join(re.sub(r"^\s*answer\s*:", "", text, flags=re.I).split())
-
-    async def _choose(self, phase: tuple[Any, ...], prompt: str, key: str,
-                      choices: list[str]) -> str | None:
-        """A one-word verdict: the JSON value of `key`, or else the first of `choices` in
-        the reply's prose (lower case); None when the call failed or named none."""
-        text = await self._ask(phase, prompt, _object_schema(key, choices))
-        if text is None:
-            return None
-        try:
-            value = extract_json(text)
-        except ValueError:
-            value = None
-        if isinstance(value, dict) and str(value.get(key, "")).strip().lower() in choices:
-            return str(value[key]).strip().lower()
-        match = re.search(rf"\b({'|'.join(choices)})\b", text, re.I)
-        if match is None:
-            self.failed["no_verdict"] += 1
-            return None
-        return match.group(1).lower()
+        choices = ("incorrect", "correct")
+        verdict = await self._read(
+            ("judge", *identity), prompts.judge_prompt(self.text, question, answer),
+            prompts.object_schema("judgment", choices),
+            lambda text: prompts.read_choice(text, "judgment", choices))
+        if verdict == "incorrect":
+            self.dropped["judged_incorrect"] += 1
+        return (question, answer) if verdict == "correct" else None
 
     async def _cover(self, pairs: list[tuple[str, str]]) -> str | None:
-        """Extend `pairs` until a check finds no unasked fact; 'uncovered' when the last of
-        `rounds` checks still found some (its questions are not answered: the document is
-        excluded anyway)."""
+        """Extend `pairs` until a check counts no unasked fact (or, without a count, lists no
+        question); None when covered. Otherwise, after `rounds` checks, why the document is
+        left out: 'uncovered' when the last readable check still found gaps (the last
+        check's questions are not answered), 'coverage_unreadable' when no check could be
+        read."""
         limit = self.settings.max_questions
+        reason = "coverage_unreadable"
         for round_number in range(1, self.settings.rounds + 1):
-            listed = "\n".join(f"{n}. {q} -> {a}" for n, (q, a) in enumerate(pairs, 1))
-            prompt = (f"Document:\n{self.text}\n\nQuestions already asked, with their answers:\n"
-                      f"{listed or '(none)'}\n\nWrite a question for each fact of the document "
-                      "that none of these asks about (one or two facts per question). If "
-                      "every fact is asked about, reply with an empty list.\n"
-                      f"{_QUESTIONS_FORMAT.format(limit=limit)}")
-            reply = await self._ask(("cover", round_number), prompt, _questions_schema(limit))
-            missing = self._read_questions(reply)
+            value = await self._read(("cover", round_number),
+                                     prompts.coverage_prompt(self.text, pairs, limit),
+                                     prompts.questions_schema(limit, with_count=True),
+                                     prompts.read_json)
             if not self.complete:
                 return None
-            if missing is None:  # cut short or unreadable: the round is spent
+            if value is None:  # cut short or unreadable: the round is spent
                 continue
-            if not missing:
+            count = prompts.read_missing_count(value)
+            if count == 0:
                 return None
+            try:
+                missing = prompts.read_questions(value, limit)
+            except Unreadable as error:
+                self.failed[error.reason] += 1
+                continue
+            if count is None and not missing:
+                return None
+            reason = "uncovered"
             if round_number < self.settings.rounds:
                 pairs += await self._pairs(missing, pairs, ("cover", round_number))
-        return "uncovered"
+        return reason
 
     async def _paraphrase(self) -> str | None:
-        prompt = ("Rewrite the document below in your own words. Change the sentence structure "
-                  "and order freely, but keep every fact, number and name, add nothing, and "
-                  "keep its point of view. Reply with the rewritten text only.\n\n"
-                  f"Document:\n{self.text}")
-        text = await self._ask(("paraphrase",), prompt, None)
+        text = await self._ask(("paraphrase",), prompts.paraphrase_prompt(self.text), None)
         if text is None:
             return None
         paraphrase = text.strip()
         if not paraphrase:
             self.failed["empty_reply"] += 1
             return None
-        prompt = (f"Original:\n{self.text}\n\nRewrite:\n{paraphrase}\n\nDoes the rewrite state "
-                  "every fact of the original, and nothing the original does not say? "
-                  'Reply with JSON: {"verdict": "yes"} or {"verdict": "no"}')
-        verdict = await self._choose(("paraphrase-check",), prompt, "verdict", ["yes", "no"])
+        choices = ("yes", "no")
+        verdict = await self._read(
+            ("paraphrase-check",), prompts.paraphrase_check_prompt(self.text, paraphrase),
+            prompts.object_schema("verdict", choices),
+            lambda text: prompts.read_choice(text, "verdict", choices))
         if verdict == "no":
             self.dropped["paraphrase_rejected"] += 1
         return paraphrase if verdict == "yes" else None
-
-
-def _questions_schema(limit: int) -> dict[str, Any]:
-    items = {"type": "string", "minLength": 1, "maxLength": _MAX_TEXT}
-    return {"type": "object", "additionalProperties": False, "required": ["questions"],
-            "properties": {"questions": {"type": "array", "items": items, "maxItems": limit}}}
-
-
-def _object_schema(key: str, choices: list[str] | None) -> dict[str, Any]:
-    value: dict[str, Any] = ({"enum": choices} if choices
-                             else {"type": "string", "maxLength": _MAX_TEXT})
-    return {"type": "object", "additionalProperties": False, "required": [key],
-            "properties": {key: value}}
