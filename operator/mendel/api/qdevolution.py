@@ -219,6 +219,16 @@ class Algorithm(ApiModel):
     aggregation: Aggregation = Field(
         default_factory=Aggregation, description="Building the final model."
     )
+    children_per_generation: int = Field(
+        default=1,
+        description="Children bred per generation from the same archives, evaluated at "
+        "once (one per GPU of the driver Pod) and then offered to the archives in order. 1 "
+        "is the paper's one child per generation; set it to resources.driver.gpus to keep "
+        "every GPU busy. The result of a seed depends on this value, never on the number "
+        "of GPUs.",
+        ge=1,
+        le=256,
+    )
 
 
 class Budget(ApiModel):
@@ -226,8 +236,9 @@ class Budget(ApiModel):
 
     generations: int = Field(
         default=1200,
-        description="Children to create and evaluate (one per generation; the paper runs "
-        "1200 for 3 tasks). May be raised on a finished run to resume it.",
+        description="Generations to run, each breeding algorithm.childrenPerGeneration "
+        "children (the paper runs 1200 one-child generations for 3 tasks). May be raised on "
+        "a finished run to resume it.",
         ge=1,
         le=1_000_000,
         json_schema_extra=increase_only("budget.generations"),
@@ -256,7 +267,8 @@ class QDEvolutionResources(ApiModel):
 
     driver: RoleResources = Field(
         default_factory=RoleResources,
-        description="The driver Pod: holds one resident model per GPU and runs the loop.",
+        description="The driver Pod: one evolution process with its resident model per GPU "
+        "(as many as algorithm.childrenPerGeneration can keep busy), one on CPU.",
     )
 
 
@@ -318,6 +330,13 @@ class QDEvolutionSpec(SpecEnvelope):
         description="Compute for the driver Pod.",
         json_schema_extra=immutable("resources"),
     )
+
+    @property
+    def processes(self) -> int:
+        """Evolution processes in the driver Pod: one per GPU, but no more than there are
+        children per generation to evaluate at once; one on CPU (gpus 0)."""
+        gpus = self.resources.driver.gpus
+        return max(1, min(gpus, self.algorithm.children_per_generation))
 
     @model_validator(mode="after")
     def _consistent(self) -> QDEvolutionSpec:

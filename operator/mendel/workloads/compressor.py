@@ -27,6 +27,7 @@ from typing import Any
 from mendel.api.compressor import CompressorTrainingSpec
 from mendel.tracking import contract
 from mendel.workloads import compressor_ranks as ranks
+from mendel.workloads import torchrun
 from mendel.workloads.compressor_outputs import evaluate_and_log, log_model
 from mendel.workloads.context import RunContext, WorkloadError
 from mendel.workloads.fetch import fetch_model
@@ -126,18 +127,7 @@ def _train_with_torchrun(spec: CompressorTrainingSpec, ctx: RunContext, base_dir
     plan = ranks.RankPlan(spec.model_dump(mode="json", by_alias=True), str(base_dir),
                           str(data_dir), str(state.root))
     process = ranks.launch(spec, plan, ctx.work_dir / "rank-plan.json")
-    while True:
-        finished = process.poll() is not None
-        lines, offset = ranks.follow(progress, offset)
-        if tracker is not None:
-            for line in lines:
-                tracker.on_line(line)
-        if finished:
-            break
-        time.sleep(1.0)
-    if process.returncode != 0:
-        raise RuntimeError(f"torchrun exited with code {process.returncode}; the ranks' "
-                           "tracebacks are in the log above")
+    torchrun.supervise(process, progress, offset, None if tracker is None else tracker.on_line)
 
 
 class StateSync:

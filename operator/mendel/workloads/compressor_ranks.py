@@ -4,30 +4,24 @@
 torchrun ranks read it, so every rank trains on the same examples in the same order.
 `train` runs them in this process; `launch` starts `torchrun` with this module as the
 program when the spec asks for several processes or nodes, and the driver follows the
-ranks' progress through a JSON Lines file that rank 0 appends to.
-
-torchrun takes its settings from the PET_* variables the operator sets on every Pod of a
-multi-node run (nodes, processes per node, the leader's rendezvous endpoint); on a laptop
-`mendel run` passes `--standalone` and the process count instead. Each rank binds to its
-GPU (`LOCAL_RANK`) with NCCL, or to the CPU with gloo.
+ranks' progress through a JSON Lines file that rank 0 appends to (see `torchrun`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from mendel.api.compressor import CompressorTrainingSpec
+from mendel.workloads import torchrun
 from mendel.workloads.context import WorkloadError
 
-__all__ = ["PROGRESS_FILE", "RankPlan", "base_loader", "compute_dtype", "follow", "launch",
+__all__ = ["PROGRESS_FILE", "RankPlan", "base_loader", "compute_dtype", "launch",
            "needs_torchrun", "stage_plans", "train"]
 
 PROGRESS_FILE = "progress.jsonl"
@@ -159,56 +153,25 @@ def launch(spec: CompressorTrainingSpec, plan: RankPlan,
            plan_path: Path) -> subprocess.Popen[bytes]:
     """Start torchrun with this module on every process of this node."""
     plan.write(plan_path)
-    command = [sys.executable, "-m", "torch.distributed.run"]
-    if "PET_NNODES" not in os.environ:  # not in an operator's Pod: one node, here
-        command += ["--standalone", "--nnodes=1",
-                    f"--nproc-per-node={spec.distribution.num_proc_per_node}"]
-    command += ["-m", __name__, str(plan_path)]
-    return subprocess.Popen(command)
-
-
-def follow(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
-    """Complete lines appended to the progress file since `offset`, and the new offset."""
-    if not path.is_file():
-        return [], offset
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        data = handle.read()
-    end = data.rfind(b"\n") + 1
-    lines = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
-    return lines, offset + end
-
-
-@contextlib.contextmanager
-def _progress_writer(path: Path) -> Iterator[Callable[[str, Any], None]]:
-    with path.open("a") as handle:
-        def write(stage: str, report: Any) -> None:
-            handle.write(json.dumps({"stage": stage, **asdict(report)}) + "\n")
-            handle.flush()
-
-        yield write
+    return torchrun.launch(__name__, [str(plan_path)], spec.distribution.num_proc_per_node)
 
 
 def main(argv: list[str]) -> int:
     """A torchrun rank: join the process group, train every stage, leave."""
-    import torch
     import torch.distributed as dist
 
     plan = RankPlan.read(Path(argv[0]))
     spec = CompressorTrainingSpec.model_validate(plan.spec)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device, backend = torch.device("cuda", local_rank), "nccl"
-    else:
-        device, backend = torch.device("cpu"), "gloo"
-    dist.init_process_group(backend)
+    device = torchrun.join_process_group()
     try:
         processes = dist.get_world_size()
         plans = stage_plans(spec, Path(plan.data_dir), processes)
         root = Path(plan.root)
         if dist.get_rank() == 0:
-            with _progress_writer(root / PROGRESS_FILE) as write:
+            with torchrun.progress_writer(root / PROGRESS_FILE) as write_line:
+                def write(stage: str, report: Any) -> None:
+                    write_line({"stage": stage, **asdict(report)})
+
                 train(spec, plans, Path(plan.base_dir), root, device, write)
         else:
             train(spec, plans, Path(plan.base_dir), root, device)

@@ -1,10 +1,12 @@
 """The QDEvolution workload: CycleQD wired to models, evaluators, MLflow and checkpoints.
 
-`run_qdevolution` loads the base model and experts once, keeps one resident model for
-every child, scores children with the spec's evaluators, records every accepted child's
-lineage and each generation's metrics on the parent run, mirrors checkpoints to durable
-storage, and at the end logs real weights for each task's elite and the final model
-(registered under the spec's name, if any).
+`run_qdevolution` fetches the base model and experts, then evolves in this process, or,
+when the driver Pod has several GPUs, in one torchrun process per GPU, each holding its
+own resident model and evaluating its share of every generation's children (see
+`qd_ranks`). Either way this process records every accepted child's lineage and each
+generation's metrics on the parent run, mirrors checkpoints to durable storage, and at
+the end logs real weights for each task's elite and the final model (registered under the
+spec's name, if any).
 """
 
 from __future__ import annotations
@@ -13,22 +15,21 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mendel.api.qdevolution import QDEvolutionSpec
 from mendel.tracking import contract
 from mendel.tracking.lineage import ModelLineage
+from mendel.workloads import qd_ranks, torchrun
 from mendel.workloads.checkpoints import CheckpointSync
 from mendel.workloads.context import RunContext
 from mendel.workloads.fetch import fetch_model
 from mendel.workloads.heatmap import archive_image
 
-if TYPE_CHECKING:
-    from mendel.engines.cycleqd.observer import Evaluate
-
 __all__ = ["QDTracker", "run_qdevolution"]
 
 logger = logging.getLogger(__name__)
+_KEEP_CHECKPOINTS = 2
 
 
 class QDTracker:
@@ -73,11 +74,16 @@ class QDTracker:
         logger.warning("evaluating %s failed: %s", genome.id, error)
 
     def on_checkpoint(self, path: Path) -> None:
+        """Heatmaps and the durable copy; then older checkpoints go (torchrun's rank 0
+        keeps them all, since this process reads them after it moved on)."""
+        from mendel.engines.cycleqd import prune_checkpoints
+
         state = json.loads((path / "state.json").read_text())
         for task, archive in (state.get("archives") or {}).items():
             self.ctx.client.log_image(self.ctx.run_id, archive_image(archive),
                                       artifact_file=f"archives/{path.name}/{task}.png")
         self.sync.saved(path, self.last_generation)
+        prune_checkpoints(path.parent, _KEEP_CHECKPOINTS, upto=path.name)
 
     def on_finished(self, final: Any, scores: Mapping[str, float] | None) -> None:
         self.lineage.record(final, scores or {})
@@ -86,23 +92,9 @@ class QDTracker:
 def run_qdevolution(spec: QDEvolutionSpec, ctx: RunContext,
                     on_summary: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Run (or resume) CycleQD for a spec; returns a JSON-ready summary."""
-    import torch
-
-    from mendel.engines import cycleqd
-
     models_dir = ctx.work_dir / "models"
     base_dir = fetch_model(spec.base_model, models_dir)
-    expert_dirs = {e.name: fetch_model(e, models_dir) for e in spec.experts}
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    base, experts = cycleqd.load_experts(base_dir, expert_dirs)
-    identities = {e.name: f"expert={e.uri}@{e.revision}|base={spec.base_model.uri}"
-                  f"@{spec.base_model.revision}" for e in spec.experts}
-    bank = cycleqd.build_bank(base, experts, rank=spec.algorithm.mutation.rank,
-                              svd_provider=cycleqd.SvdCache(ctx.work_dir / "svd", identities))
-    del base, experts
-    model = cycleqd.load_resident_model(base_dir, spec.precision).to(device)
-    bank = cycleqd.place_bank(bank, model)  # once, so no child copies the bank to the device
-    evaluate = _evaluator(spec, model, base_dir, ctx.work_dir / "eval-model")
+    expert_dirs = {e.name: str(fetch_model(e, models_dir)) for e in spec.experts}
     lineage = ModelLineage(ctx.client, ctx.run_id, ctx.experiment_id)
     lineage.reload()
     sync = CheckpointSync(ctx.client, ctx.run_id, ctx.work_dir / "checkpoints",
@@ -110,65 +102,70 @@ def run_qdevolution(spec: QDEvolutionSpec, ctx: RunContext,
                           ctx.output_uri.startswith("/") else None)
     resumed_from = sync.restore()
     tracker = QDTracker(ctx, lineage, sync, on_summary)
-    engine = cycleqd.CycleQD(spec, bank, model, evaluate, checkpoint_dir=sync.engine_dir,
-                             observer=tracker)
-    result = engine.run()
-    saved = _log_models(spec, ctx, lineage, result, model, bank, base_dir)
+    plan = qd_ranks.RankPlan(
+        spec=spec.model_dump(mode="json", by_alias=True), base_dir=str(base_dir),
+        expert_dirs=expert_dirs, work_dir=str(ctx.work_dir),
+        checkpoint_dir=str(sync.engine_dir), out_dir=str(ctx.work_dir / "models-out"),
+        result=str(ctx.work_dir / "qd-result.json"), threads=_threads())
+    processes = qd_ranks.process_count(spec)
+    if processes > 1:
+        outputs = _evolve_with_torchrun(plan, processes, tracker, ctx.work_dir)
+    else:
+        outputs = _evolve_here(plan, tracker)
+    saved = _log_models(spec, ctx, lineage, outputs)
     return {
         "kind": "QDEvolution", "name": ctx.name, "runId": ctx.run_id,
-        "resumedFrom": resumed_from, "generations": result.summary.generation,
-        "coverage": round(result.summary.coverage, 4),
-        "qdScore": round(result.summary.qd_score, 4),
-        "best": result.summary.best, "final": {"scores": result.final_scores, **saved},
-        "experts": {k: dict(v) for k, v in result.state.expert_scores.items()},
+        "resumedFrom": resumed_from, "generations": outputs["generations"],
+        "processes": processes, "coverage": round(outputs["coverage"], 4),
+        "qdScore": round(outputs["qdScore"], 4), "best": outputs["best"],
+        "final": {"scores": outputs["final"]["scores"], **saved},
+        "experts": outputs["experts"],
     }
 
 
-def _evaluator(spec: QDEvolutionSpec, resident: Any, base_dir: Path,
-               save_dir: Path) -> Evaluate:
-    from transformers import AutoTokenizer
+def _threads() -> int:
+    import torch
 
-    from mendel.evaluators import build_evaluator
-    from mendel.llm.local import LocalCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
-    backend = LocalCausalLM(resident, tokenizer)
-    evaluators = {t.name: build_evaluator(t.evaluator, t.name) for t in spec.tasks}
-
-    def evaluate(model: Any) -> Mapping[str, float]:
-        model_dir = None
-        if any(e.needs_model_dir for e in evaluators.values()):
-            model.save_pretrained(str(save_dir))
-            tokenizer.save_pretrained(str(save_dir))
-            model_dir = save_dir
-        return {name: e.evaluate(backend, model_dir=model_dir) for name, e in evaluators.items()}
-
-    return evaluate
+    return int(torch.get_num_threads())
 
 
-def _log_models(spec: QDEvolutionSpec, ctx: RunContext, lineage: ModelLineage, result: Any,
-                model: Any, bank: Any, base_dir: Path) -> dict[str, Any]:
-    """Real weights for the final model (already in `model`) and each task's elite."""
-    from mendel.engines import cycleqd
+def _evolve_here(plan: qd_ranks.RankPlan, tracker: QDTracker) -> dict[str, Any]:
+    import torch
 
-    uris = {e.name: e.uri for e in spec.experts}
-    out = ctx.work_dir / "models-out"
-    final_dir = cycleqd.save_model(model, out / "final", result.final,
-                                   scores=result.final_scores, base_uri=spec.base_model.uri,
-                                   expert_uris=uris, tokenizer_dir=base_dir)
-    final_id = lineage.attach_weights(result.final.id, final_dir)
+    from mendel.engines.cycleqd import SINGLE_PROCESS
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    outputs = qd_ranks.evolve(plan, device, SINGLE_PROCESS, tracker)
+    if outputs is None:
+        raise RuntimeError("the evolution returned no outputs")
+    return outputs
+
+
+def _evolve_with_torchrun(plan: qd_ranks.RankPlan, processes: int, tracker: QDTracker,
+                          work_dir: Path) -> dict[str, Any]:
+    """Start the ranks, replay rank 0's progress lines into the tracker, read the result."""
+    progress, result = work_dir / qd_ranks.PROGRESS_FILE, Path(plan.result)
+    result.unlink(missing_ok=True)
+    offset = progress.stat().st_size if progress.is_file() else 0
+    logger.info("evolving on %d torchrun processes", processes)
+    process = qd_ranks.launch(plan, work_dir / "qd-rank-plan.json", processes)
+    torchrun.supervise(process, progress, offset, lambda line: qd_ranks.replay(line, tracker))
+    if not result.is_file():
+        raise RuntimeError("torchrun exited without rank 0's result; see the log above")
+    outputs: dict[str, Any] = json.loads(result.read_text())
+    return outputs
+
+
+def _log_models(spec: QDEvolutionSpec, ctx: RunContext, lineage: ModelLineage,
+                outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Attach the saved weights of the final model and of each task's best elite to their
+    lineage models, and register the final one."""
+    final = outputs["final"]
+    final_id = lineage.attach_weights(final["id"], Path(final["dir"]))
     registered = _register(spec, ctx, final_id)
-    store = result.state.store
-    for task, archive in result.state.archives.items():
-        best = archive.best()
-        if best is None or lineage.model_ids.get(best.genome_id) is None:
-            continue
-        cycleqd.materialize(store.recipe(best.genome_id), model, bank, store.recipe)
-        genome = store.get(best.genome_id)
-        elite_dir = cycleqd.save_model(model, out / f"elite-{task}", genome,
-                                       scores=best.scores, base_uri=spec.base_model.uri,
-                                       expert_uris=uris, tokenizer_dir=base_dir)
-        lineage.attach_weights(best.genome_id, elite_dir)
+    for elite in outputs["elites"]:
+        if lineage.model_ids.get(elite["genomeId"]) is not None:
+            lineage.attach_weights(elite["genomeId"], Path(elite["dir"]))
     return {"modelId": final_id, "registered": registered}
 
 

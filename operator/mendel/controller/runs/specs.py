@@ -54,9 +54,12 @@ def num_nodes(spec: SpecEnvelope) -> int:
 
 
 def procs_per_node(spec: SpecEnvelope) -> int:
-    """torchrun processes per Pod."""
+    """torchrun processes per Pod: CompressorTraining's distribution, or one QDEvolution
+    process per driver GPU (no more than its children per generation)."""
     if isinstance(spec, CompressorTrainingSpec):
         return spec.distribution.num_proc_per_node
+    if isinstance(spec, QDEvolutionSpec):
+        return spec.processes
     return 1
 
 

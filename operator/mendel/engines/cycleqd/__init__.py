@@ -10,7 +10,9 @@ A library with no Kubernetes import. Typical use (see `CycleQD` for the runner):
     save_model(model, out_dir, result.final, scores=result.final_scores, ...)
 
 Children are recipes over the experts' task vectors and singular bases, materialised in
-place into one resident model; the model I/O lives in `mendel.engines.cycleqd.io`.
+place into one resident model; the model I/O lives in `mendel.engines.cycleqd.io`. Under
+torchrun, pass `ranks=TorchRanks()` on every process: each holds a resident model and the
+children of a generation are evaluated in parallel (see `distributed`).
 """
 
 from __future__ import annotations
@@ -30,12 +32,22 @@ from mendel.engines.cycleqd.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_latest,
+    prune_checkpoints,
     save_checkpoint,
 )
 from mendel.engines.cycleqd.crossover import crossover, draw_coefficients
+from mendel.engines.cycleqd.distributed import (
+    SINGLE_PROCESS,
+    Outcome,
+    Ranks,
+    SingleProcess,
+    TorchRanks,
+    evaluate_share,
+)
 from mendel.engines.cycleqd.errors import (
     CheckpointMismatchError,
     CycleQDError,
+    EvaluationFailed,
     TooManyFailedEvaluations,
 )
 from mendel.engines.cycleqd.genome import FINAL_ID, Genome, GenomeStore, child_id, expert_id
@@ -50,6 +62,7 @@ from mendel.engines.cycleqd.loop import CycleQD, CycleQDResult, quality_task, va
 from mendel.engines.cycleqd.materialize import (
     MAX_REPLAYED_ANCESTORS,
     Resolver,
+    bounded_recipe,
     materialize,
     materialize_bounded,
     tensor_delta,
@@ -88,6 +101,7 @@ __all__ = [
     "MAX_REPLAYED_ANCESTORS",
     "MERGE_METHODS",
     "NOISE_BASIS_SIZE",
+    "SINGLE_PROCESS",
     "Archive",
     "ArchiveSummary",
     "Binning",
@@ -99,6 +113,7 @@ __all__ = [
     "Elite",
     "EngineState",
     "Evaluate",
+    "EvaluationFailed",
     "Genome",
     "GenomeStore",
     "MergeMethod",
@@ -106,16 +121,21 @@ __all__ = [
     "NoiseTerm",
     "NullObserver",
     "Observer",
+    "Outcome",
     "ParameterDef",
+    "Ranks",
     "Recipe",
     "Resolver",
     "RunSummary",
+    "SingleProcess",
     "SvdCache",
     "SvdFactors",
     "TaskVectorBank",
     "TooManyFailedEvaluations",
+    "TorchRanks",
     "aggregate",
     "binnings_for",
+    "bounded_recipe",
     "build_bank",
     "check_same_architecture",
     "child_id",
@@ -126,6 +146,7 @@ __all__ = [
     "direction_term",
     "draw_coefficients",
     "elite_weights",
+    "evaluate_share",
     "expert_id",
     "expert_svd",
     "gaussian_mutation_terms",
@@ -145,6 +166,7 @@ __all__ = [
     "noise_basis",
     "offer_to_all",
     "place_bank",
+    "prune_checkpoints",
     "quality_task",
     "sample_parents",
     "save_checkpoint",

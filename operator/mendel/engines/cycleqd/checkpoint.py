@@ -26,6 +26,7 @@ __all__ = [
     "latest_checkpoint",
     "load_checkpoint",
     "load_latest",
+    "prune_checkpoints",
     "save_checkpoint",
 ]
 
@@ -65,13 +66,14 @@ def _state_json(state: EngineState) -> dict[str, Any]:
     }
 
 
-def save_checkpoint(directory: Path, state: EngineState, keep: int = 2) -> Path:
+def save_checkpoint(directory: Path, state: EngineState, keep: int | None = 2) -> Path:
     """Write a checkpoint of `state` and keep only the newest `keep` ones.
 
     Args:
         directory: Checkpoint root (created if missing).
         state: What to save.
-        keep: How many checkpoints to retain (at least 1).
+        keep: How many checkpoints to retain (at least 1); None keeps every one, for a
+            reader in another process that prunes once it has copied them.
 
     Returns:
         The checkpoint directory.
@@ -89,9 +91,25 @@ def save_checkpoint(directory: Path, state: EngineState, keep: int = 2) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in _complete(directory)[: -max(keep, 1)]:
-        shutil.rmtree(old, ignore_errors=True)
+    if keep is not None:
+        prune_checkpoints(directory, keep)
     return final
+
+
+def prune_checkpoints(directory: Path, keep: int, upto: str | None = None) -> list[Path]:
+    """Delete all but the newest `keep` (at least 1) complete checkpoints; returns them.
+
+    Args:
+        directory: Checkpoint root.
+        keep: How many to retain.
+        upto: Only checkpoints named up to this one count (newer ones are left alone): a
+            reader that copies them behind the writer prunes what it has copied.
+    """
+    found = [p for p in _complete(directory) if upto is None or p.name <= upto]
+    old = found[: -max(keep, 1)]
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)
+    return old
 
 
 def _complete(directory: Path) -> list[Path]:

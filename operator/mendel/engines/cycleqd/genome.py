@@ -1,7 +1,8 @@
 """Genomes (a recipe plus its lineage) and the store that keeps the ones still needed.
 
-A genome's id is stable across processes (`expert-<name>`, `g<generation>`, `final`), so
-archives, checkpoints and lineage records written by an observer all name it the same way.
+A genome's id is stable across processes (`expert-<name>`, `g<generation>[-<child>]`,
+`final`), so archives, checkpoints and lineage records written by an observer all name it
+the same way.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ def expert_id(expert: str) -> str:
     return f"expert-{expert}"
 
 
-def child_id(generation: int) -> str:
-    """Genome id of the child made in a generation (one child per generation)."""
-    return f"g{generation:06d}"
+def child_id(generation: int, index: int = 0) -> str:
+    """Genome id of a generation's child: `g<generation>` for the first (the only one in
+    the paper's one-child generations), `g<generation>-<index>` for the others."""
+    if index == 0:
+        return f"g{generation:06d}"
+    return f"g{generation:06d}-{index:03d}"
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
 """The CycleQD runner: wires sampling, crossover, mutation, materialisation, evaluation
 and the archives into the generation loop, with checkpoints and observer callbacks.
 
-One child per generation. The quality task cycles every `cycleInterval` generations
-(q = (generation // interval) % K); all random draws of generation g come from a generator
-derived from (seed, g), so a resumed run repeats the uninterrupted one exactly on CPU.
+Each generation breeds `childrenPerGeneration` children (one in the paper) from the
+archives as they stand, evaluates them (in parallel over ranks, see `distributed`), then
+offers them to the archives in child order. The quality task cycles every `cycleInterval`
+generations (q = (generation // interval) % K); all random draws of child i of generation
+g come from a generator derived from (seed, g, i), so a resumed run, or one spread over
+another number of ranks, repeats the uninterrupted one exactly.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ from mendel.engines.cycleqd.aggregation import aggregate
 from mendel.engines.cycleqd.archive import Archive, binnings_for, offer_to_all
 from mendel.engines.cycleqd.checkpoint import load_latest, save_checkpoint
 from mendel.engines.cycleqd.crossover import crossover, draw_coefficients
+from mendel.engines.cycleqd.distributed import SINGLE_PROCESS, Outcome, Ranks, evaluate_share
 from mendel.engines.cycleqd.errors import (
     CheckpointMismatchError,
     CycleQDError,
+    EvaluationFailed,
     TooManyFailedEvaluations,
 )
 from mendel.engines.cycleqd.genome import Genome, child_id, expert_id
-from mendel.engines.cycleqd.materialize import materialize, materialize_bounded
+from mendel.engines.cycleqd.materialize import bounded_recipe, materialize, materialize_bounded
 from mendel.engines.cycleqd.merge_methods import get_method, method_parameters
 from mendel.engines.cycleqd.mutation import mutate, noise_basis
 from mendel.engines.cycleqd.observer import Evaluate, NullObserver, Observer, RunSummary
@@ -45,7 +50,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CycleQDResult:
-    """What a finished run returns; the final model is left materialised in the model."""
+    """What a finished run returns; the final model is left materialised in the model
+    (of rank 0, which evaluates it)."""
 
     final: Genome
     final_scores: Mapping[str, float] | None
@@ -92,6 +98,10 @@ class CycleQD:
         evaluate: Scores the resident model on every task.
         checkpoint_dir: Where checkpoints go; an existing one is resumed. None: no checkpoints.
         observer: Progress and lineage callbacks.
+        ranks: The processes evaluating children; every rank runs this same loop, rank 0
+            alone writes checkpoints and calls the observer. Default: this process alone.
+        keep_checkpoints: How many checkpoints rank 0 retains; None keeps all (when another
+            process mirrors them and prunes).
 
     Raises:
         ValueError: If the spec names an expert the bank lacks.
@@ -106,6 +116,8 @@ class CycleQD:
         *,
         checkpoint_dir: Path | None = None,
         observer: Observer | None = None,
+        ranks: Ranks = SINGLE_PROCESS,
+        keep_checkpoints: int | None = 2,
     ) -> None:
         missing = [e.name for e in spec.experts if e.name not in bank.task_vectors]
         if missing:
@@ -115,7 +127,10 @@ class CycleQD:
         self.model = model
         self.evaluate = evaluate
         self.checkpoint_dir = checkpoint_dir
-        self.observer: Observer = observer or NullObserver()
+        self.ranks = ranks
+        self.leads = ranks.rank == 0
+        self.observer: Observer = (observer if self.leads else None) or NullObserver()
+        self.keep_checkpoints = keep_checkpoints
         self.tasks = tuple(t.name for t in spec.tasks)
         self.task_expert = {t.name: t.expert for t in spec.tasks}
 
@@ -144,13 +159,18 @@ class CycleQD:
         return self._finish(state)
 
     def _start(self) -> EngineState:
-        if self.checkpoint_dir is not None:
-            state = load_latest(self.checkpoint_dir)
-            if state is not None:
-                self._check_same_run(state)
-                logger.info("resuming CycleQD at generation %d", state.generation)
-                return state
-        return self._initialise()
+        state = load_latest(self.checkpoint_dir) if self.checkpoint_dir is not None else None
+        found = self.ranks.all_gather(None if state is None else state.generation)
+        if len(set(found)) > 1:  # before any rank writes: rank 0 writes after a collective
+            raise CycleQDError(
+                f"ranks found different checkpoints in {self.checkpoint_dir} (generations "
+                f"{found}); every rank must read the same checkpoint directory"
+            )
+        if state is None:
+            return self._initialise()
+        self._check_same_run(state)
+        logger.info("resuming CycleQD at generation %d", state.generation)
+        return state
 
     def _check_same_run(self, state: EngineState) -> None:
         experts = tuple(e.name for e in self.spec.experts)
@@ -166,13 +186,17 @@ class CycleQD:
         experts = tuple(e.name for e in self.spec.experts)
         state = EngineState(seed=self.spec.seed, tasks=self.tasks, experts=experts)
         genomes = [Genome(expert_id(n), Recipe.expert(n), "expert") for n in experts]
+
+        def evaluate_expert(index: int) -> Outcome:
+            materialize(genomes[index].recipe, self.model, self.bank)
+            return self._outcome()
+
         scores: dict[str, dict[str, float]] = {}
-        for name, genome in zip(experts, genomes, strict=True):
-            materialize(genome.recipe, self.model, self.bank)
-            try:
-                scores[name] = self._score()
-            except Exception as error:
-                raise CycleQDError(f"evaluating expert '{name}' failed: {error}") from error
+        outcomes = evaluate_share(self.ranks, len(genomes), evaluate_expert)
+        for name, outcome in zip(experts, outcomes, strict=True):
+            if outcome.scores is None:
+                raise CycleQDError(f"evaluating expert '{name}' failed: {outcome.error}")
+            scores[name] = dict(outcome.scores)
         state.expert_scores = scores
         binnings = binnings_for(self.spec.tasks, scores)
         for task in self.tasks:
@@ -187,16 +211,23 @@ class CycleQD:
         self._checkpoint(state)
         return state
 
-    def _score(self) -> dict[str, float]:
-        with torch.no_grad():
-            raw = self.evaluate(self.model)
-        return validate_scores(raw, self.tasks)
+    def _outcome(self) -> Outcome:
+        """Score the resident model; its failures are data (counted and bounded)."""
+        try:
+            with torch.no_grad():
+                raw = self.evaluate(self.model)
+            return Outcome(scores=validate_scores(raw, self.tasks))
+        except Exception as error:
+            return Outcome(error=str(error) or type(error).__name__)
 
-    def _breed(self, state: EngineState, quality: str) -> Genome:
+    def _breed(self, state: EngineState, quality: str, index: int) -> Genome:
         gen = state.generation
         algo = self.spec.algorithm
-        rng = generator(state.seed, "generation", gen)
-        seed = derive_seed(state.seed, "generation", gen)
+        # The first child keeps the one-child generation's stream, so runs of one child
+        # per generation are unchanged by batching.
+        labels = ("generation", gen) if index == 0 else ("generation", gen, "child", index)
+        rng = generator(state.seed, *labels)
+        seed = derive_seed(state.seed, *labels)
         p1, p2 = sample_parents(
             state.archives[quality],
             algo.sampling.method,
@@ -215,19 +246,19 @@ class CycleQD:
         parents = {p1: state.store.recipe(p1), p2: state.store.recipe(p2)}
         child = crossover(method.name, parents, weights, params, seed)
         expert = self.task_expert[quality]
-        ranks = self.bank.ranks(expert) if algo.mutation.method == "svd" else {}
+        svd_ranks = self.bank.ranks(expert) if algo.mutation.method == "svd" else {}
         child = mutate(
             child,
             algo.mutation.method,
             expert=expert,
-            ranks=ranks,
+            ranks=svd_ranks,
             rate=algo.mutation.rate,
             std=algo.mutation.std,
             rng=rng,
             noise=noise_basis(state.seed),
         )
         return Genome(
-            id=child_id(gen),
+            id=child_id(gen, index),
             recipe=child,
             operator=f"{method.name}+{algo.mutation.method}",
             generation=gen,
@@ -238,26 +269,43 @@ class CycleQD:
         )
 
     def _generation(self, state: EngineState) -> str:
+        """Breed every child from the archives as they stand, evaluate them (child i on
+        rank i % world), then offer them in child order; prune the store once, after."""
         quality = quality_task(state.generation, self.tasks, self.spec.algorithm.cycle_interval)
-        bred = self._breed(state, quality)
-        kept = materialize_bounded(bred.recipe, self.model, self.bank, state.store.recipe)
-        genome = replace(bred, recipe=kept)
-        try:
-            scores = self._score()
-        except Exception as error:  # the callback's failures are data: counted and bounded
-            state.failures += 1
-            logger.warning(
-                "evaluation of %s failed (%d so far): %s", genome.id, state.failures, error
-            )
-            self.observer.on_child_failed(genome, error)
-            return quality
-        cells = offer_to_all(state.archives, genome.id, scores)
-        if not cells:
-            self.observer.on_child_rejected(genome, scores)
-            return quality
-        state.store.add(genome)
-        state.store.prune([*state.live_ids(), *(expert_id(e) for e in state.experts)])
-        self.observer.on_child_accepted(genome, scores, cells)
+        count = self.spec.algorithm.children_per_generation
+        children = [self._breed(state, quality, index) for index in range(count)]
+        kept: dict[int, Recipe] = {}
+
+        def evaluate_child(index: int) -> Outcome:
+            recipe = children[index].recipe
+            kept[index] = materialize_bounded(recipe, self.model, self.bank, state.store.recipe)
+            return self._outcome()
+
+        outcomes = evaluate_share(self.ranks, count, evaluate_child)
+        accepted = False
+        for index, (child, outcome) in enumerate(zip(children, outcomes, strict=True)):
+            if outcome.scores is None:
+                state.failures += 1
+                logger.warning(
+                    "evaluation of %s failed (%d so far): %s", child.id, state.failures,
+                    outcome.error,
+                )
+                self.observer.on_child_failed(child, EvaluationFailed(outcome.error))
+                continue
+            cells = offer_to_all(state.archives, child.id, outcome.scores)
+            if not cells:
+                self.observer.on_child_rejected(child, outcome.scores)
+                continue
+            if index in kept:  # evaluated here: the recipe kept while materialising
+                recipe = kept[index]
+            else:  # evaluated by another rank: the same recipe, computed here
+                recipe = bounded_recipe(child.recipe, self.model, self.bank, state.store.recipe)
+            genome = replace(child, recipe=recipe)
+            state.store.add(genome)
+            accepted = True
+            self.observer.on_child_accepted(genome, outcome.scores, cells)
+        if accepted:
+            state.store.prune([*state.live_ids(), *(expert_id(e) for e in state.experts)])
         return quality
 
     def _summary(self, state: EngineState, quality: str | None) -> RunSummary:
@@ -270,23 +318,25 @@ class CycleQD:
         )
 
     def _checkpoint(self, state: EngineState) -> None:
-        if self.checkpoint_dir is None:
+        if self.checkpoint_dir is None or not self.leads:
             return
-        path = save_checkpoint(self.checkpoint_dir, state)
+        path = save_checkpoint(self.checkpoint_dir, state, keep=self.keep_checkpoints)
         self.observer.on_checkpoint(path)
 
     def _finish(self, state: EngineState) -> CycleQDResult:
         recipes = {gid: state.store.recipe(gid) for gid in state.store.ids}
         temperature = self.spec.algorithm.aggregation.temperature
         final = aggregate(state.archives, recipes, temperature, state.generation)
-        materialize(final.recipe, self.model, self.bank, state.store.recipe)
-        scores: dict[str, float] | None
-        try:
-            scores = self._score()
-        except Exception as error:  # reported, not fatal: the final recipe is still valid
-            logger.warning("evaluation of the final model failed: %s", error)
-            self.observer.on_child_failed(final, error)
-            scores = None
+
+        def evaluate_final(_: int) -> Outcome:
+            materialize(final.recipe, self.model, self.bank, state.store.recipe)
+            return self._outcome()
+
+        (outcome,) = evaluate_share(self.ranks, 1, evaluate_final)  # on rank 0
+        scores = None if outcome.scores is None else dict(outcome.scores)
+        if outcome.scores is None:  # reported, not fatal: the final recipe is still valid
+            logger.warning("evaluation of the final model failed: %s", outcome.error)
+            self.observer.on_child_failed(final, EvaluationFailed(outcome.error))
         self.observer.on_finished(final, scores)
         summary = self._summary(state, None)
         return CycleQDResult(final=final, final_scores=scores, summary=summary, state=state)

@@ -11,7 +11,7 @@ chain a descendant replays stays bounded however many generations run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -25,6 +25,7 @@ from mendel.engines.cycleqd.taskvectors import TaskVectorBank
 __all__ = [
     "MAX_REPLAYED_ANCESTORS",
     "Resolver",
+    "bounded_recipe",
     "materialize",
     "materialize_bounded",
     "replay_order",
@@ -134,6 +135,35 @@ def _accumulate(acc: torch.Tensor | None, term: torch.Tensor, scale: float) -> t
     return acc.add_(term.to(torch.float32), alpha=scale)
 
 
+def _checked_parameters(model: nn.Module, bank: TaskVectorBank) -> dict[str, nn.Parameter]:
+    params = dict(model.named_parameters())
+    for name, param in params.items():
+        base = bank.base.get(name)
+        if base is None:
+            raise ValueError(f"model parameter '{name}' has no tensor in the base model")
+        if base.shape != param.shape:
+            raise ValueError(
+                f"model parameter '{name}' has shape {tuple(param.shape)}, base {tuple(base.shape)}"
+            )
+        if base.device != param.device:
+            raise ValueError(
+                f"model parameter '{name}' is on {param.device} but the bank on {base.device}; "
+                "place the bank next to the model first (place_bank)"
+            )
+    return params
+
+
+def _deltas(
+    recipe: Recipe, names: Iterable[str], bank: TaskVectorBank, order: list[tuple[str, Recipe]]
+) -> Iterator[tuple[str, torch.Tensor | None]]:
+    """(name, delta) per tensor, replaying ancestors tensor by tensor (memo per tensor)."""
+    for name in names:
+        memo: _Memo = {}
+        for gid, ancestor in order:
+            memo[gid] = tensor_delta(ancestor, name, bank, memo)
+        yield name, tensor_delta(recipe, name, bank, memo)
+
+
 def materialize(
     recipe: Recipe,
     model: nn.Module,
@@ -156,26 +186,10 @@ def materialize(
         ValueError: If a parameter has no base tensor, or a shape or device differs.
     """
     order = replay_order(recipe, resolve)
-    params = dict(model.named_parameters())
-    for name, param in params.items():
-        base = bank.base.get(name)
-        if base is None:
-            raise ValueError(f"model parameter '{name}' has no tensor in the base model")
-        if base.shape != param.shape:
-            raise ValueError(
-                f"model parameter '{name}' has shape {tuple(param.shape)}, base {tuple(base.shape)}"
-            )
-        if base.device != param.device:
-            raise ValueError(
-                f"model parameter '{name}' is on {param.device} but the bank on {base.device}; "
-                "place the bank next to the model first (place_bank)"
-            )
+    params = _checked_parameters(model, bank)
     with torch.no_grad():
-        for name, param in params.items():
-            memo: _Memo = {}
-            for gid, ancestor in order:
-                memo[gid] = tensor_delta(ancestor, name, bank, memo)
-            delta = tensor_delta(recipe, name, bank, memo)
+        for name, delta in _deltas(recipe, params, bank, order):
+            param = params[name]
             if capture is not None and delta is not None:
                 capture[name] = delta
             if delta is None:
@@ -203,4 +217,29 @@ def materialize_bounded(
         return recipe
     deltas: dict[str, torch.Tensor] = {}
     materialize(recipe, model, bank, resolve, capture=deltas)
+    return Recipe.pinned(deltas)
+
+
+def bounded_recipe(
+    recipe: Recipe,
+    model: nn.Module,
+    bank: TaskVectorBank,
+    resolve: Resolver | None = None,
+    limit: int = MAX_REPLAYED_ANCESTORS,
+) -> Recipe:
+    """The recipe `materialize_bounded` keeps, computed without touching the model's weights.
+
+    A rank that did not evaluate a child still stores it; this gives it the same recipe,
+    pinned deltas included, bit for bit (the deltas are summed by the same code, on the
+    same kind of device). Each delta moves to the host as soon as it is computed.
+    """
+    order = replay_order(recipe, resolve)
+    if len(order) <= limit:
+        return recipe
+    params = _checked_parameters(model, bank)
+    deltas: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, delta in _deltas(recipe, params, bank, order):
+            if delta is not None:
+                deltas[name] = delta.to("cpu")
     return Recipe.pinned(deltas)
