@@ -4,6 +4,7 @@ disk from the run's artifacts, and two torchrun processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -144,3 +145,30 @@ def test_two_torchrun_processes_train_together(tmp_path, base):
     assert code == 0, summary
     assert summary["stages"]["pretraining"]["steps"] == stage_one_steps(8)
     assert summary["stages"]["endToEnd"]["steps"] == 2
+
+
+def test_synthesised_records_train_through_two_torchrun_processes(tmp_path, base):
+    from tests.integration.test_clara_synthesis import scripted
+    from tests.support.chat_server import ScriptedChatServer
+    from tests.unit.engines.clara.test_synthesis import OTHER, THREE
+
+    documents = tmp_path / "documents.jsonl"
+    documents.write_text("".join(json.dumps({"text": text}) + "\n" for text in (THREE, OTHER)))
+    with ScriptedChatServer(scripted) as server:
+        llm = {"endpoint": {"url": server.base_url, "model": "scripted", "maxRetries": 0},
+               "temperature": 0.0, "maxTokens": 96}
+        spec = resource(base, name="synthesised",
+                        distribution={"numNodes": 1, "numProcPerNode": 2})
+        stages = spec["spec"]["stages"]
+        del stages["endToEnd"]
+        stages["pretraining"].update(microBatchSize=1, dataset={"uri": str(documents)},
+                                     synthesis={"llm": llm, "concurrency": 2})
+        code, summary = run_worker(tmp_path, spec)
+        asked = server.count
+    assert code == 0, summary
+    # Two documents, three QA pairs and a paraphrase each (the scripted LLM): 8 examples.
+    assert summary["stages"]["pretraining"]["steps"] == 2
+    assert asked == 2 * 14
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    names = [a.path for a in client.list_artifacts(summary["runId"], "clara/synthesis")]
+    assert any(name.endswith(".jsonl") and "stage-one-" in name for name in names)

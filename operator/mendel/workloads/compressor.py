@@ -36,6 +36,7 @@ __all__ = ["TrainingProgress", "run_compressor_training"]
 
 logger = logging.getLogger(__name__)
 _STATE = "clara"
+_SYNTHESIS = "synthesis"
 _KEEP_CHECKPOINTS = 2
 
 
@@ -60,18 +61,20 @@ def run_compressor_training(spec: CompressorTrainingSpec, ctx: RunContext,
     ranks.compute_dtype(spec)  # refuses float16 before any work
     processes = spec.distribution.num_nodes * spec.distribution.num_proc_per_node
     data_dir = ctx.work_dir / "data"
-    plans = ranks.stage_plans(spec, data_dir, processes)
+    worker = os.environ.get(contract.ENV_ROLE) == "worker"  # a multi-node worker Pod
+    state = StateSync.open(ctx)
+    synthesised = _stage_one_records(spec, ctx, state, wait=worker)
+    plans = ranks.stage_plans(spec, data_dir, processes, synthesised)
     held_out = _held_out(spec, data_dir)
     base_dir = fetch_model(spec.base_model, ctx.work_dir / "models")
-    state = StateSync.open(ctx)
-    if os.environ.get(contract.ENV_ROLE) == "worker":  # a multi-node worker Pod trains only
-        _train_with_torchrun(spec, ctx, base_dir, data_dir, state, None)
+    if worker:  # trains only; the leader tracks, evaluates and logs
+        _train_with_torchrun(spec, ctx, base_dir, data_dir, state, None, synthesised)
         return {"kind": "CompressorTraining", "name": ctx.name, "role": "worker"}
     tracker = TrainingTracker(ctx, state, on_summary,
                               total=sum(plan.settings.steps for plan in plans),
                               offsets=_offsets(plans))
     if ranks.needs_torchrun(spec):
-        _train_with_torchrun(spec, ctx, base_dir, data_dir, state, tracker)
+        _train_with_torchrun(spec, ctx, base_dir, data_dir, state, tracker, synthesised)
     else:
         import torch
 
@@ -87,6 +90,29 @@ def run_compressor_training(spec: CompressorTrainingSpec, ctx: RunContext,
         "kind": "CompressorTraining", "name": ctx.name, "runId": ctx.run_id,
         "stages": tracker.stage_summary(), "evaluation": evaluation, **model,
     }
+
+
+def _stage_one_records(spec: CompressorTrainingSpec, ctx: RunContext, state: StateSync, *,
+                       wait: bool) -> Path | None:
+    """Stage I's synthesised records, when the spec asks for synthesis: written by the
+    driver (or the leader Pod) next to the checkpoints, so that a retried Pod resumes the
+    journal; a multi-node worker Pod waits for the leader's file on the shared volume."""
+    if spec.stages.pretraining.synthesis is None:
+        return None
+    from mendel.workloads.compressor_synthesis import records_path, synthesize_stage_one
+
+    directory = state.root / _SYNTHESIS
+    if wait:
+        path = records_path(spec, directory)
+        while not path.is_file():
+            time.sleep(10.0)
+        return path
+    ctx.client.set_tag(ctx.run_id, contract.TAG_STAGE, "synthesis")
+    try:
+        return synthesize_stage_one(spec, directory, data_dir=ctx.work_dir / "data",
+                                    models_dir=ctx.work_dir / "models")
+    finally:
+        state.save_folder(directory)
 
 
 def _held_out(spec: CompressorTrainingSpec, data_dir: Path) -> list[Any]:
@@ -119,13 +145,14 @@ def _final_dir(root: Path, plans: list[Any]) -> Path:
 
 
 def _train_with_torchrun(spec: CompressorTrainingSpec, ctx: RunContext, base_dir: Path,
-                         data_dir: Path, state: StateSync,
-                         tracker: TrainingTracker | None) -> None:
+                         data_dir: Path, state: StateSync, tracker: TrainingTracker | None,
+                         stage_one_records: Path | None) -> None:
     progress = state.root / ranks.PROGRESS_FILE
     state.root.mkdir(parents=True, exist_ok=True)
     offset = progress.stat().st_size if progress.is_file() else 0
     plan = ranks.RankPlan(spec.model_dump(mode="json", by_alias=True), str(base_dir),
-                          str(data_dir), str(state.root))
+                          str(data_dir), str(state.root),
+                          str(stage_one_records) if stage_one_records else None)
     process = ranks.launch(spec, plan, ctx.work_dir / "rank-plan.json")
     torchrun.supervise(process, progress, offset, None if tracker is None else tracker.on_line)
 
@@ -157,6 +184,7 @@ class StateSync:
 
         client, run = self.ctx.client, self.ctx.run_id
         wanted = [f"{_STATE}/{stage}/{FINAL_DIR}" for stage in STAGE_ORDER]
+        wanted.append(f"{_STATE}/{_SYNTHESIS}")
         tag = str(client.get_run(run).data.tags.get(contract.TAG_CHECKPOINT_URI, ""))
         if tag.startswith(f"runs:/{run}/"):
             wanted.append(tag.removeprefix(f"runs:/{run}/"))
@@ -166,6 +194,12 @@ class StateSync:
                 continue
             local.parent.mkdir(parents=True, exist_ok=True)  # MLflow keeps only the last name
             client.download_artifacts(run, path, str(local.parent))
+
+    def save_folder(self, path: Path) -> None:
+        """Upload a folder of the state as it is now (synthesis journals and records)."""
+        if self.upload and path.is_dir():
+            self.ctx.client.log_artifacts(self.ctx.run_id, str(path),
+                                          f"{_STATE}/{path.relative_to(self.root)}")
 
     def _complete(self) -> list[Path]:
         from mendel.engines.clara.checkpoint import COMPLETE_MARKER

@@ -38,12 +38,15 @@ class RankPlan:
         base_dir: The fetched base model.
         data_dir: Where the driver cached remote datasets (ranks read the same files).
         root: The run's state directory, shared by every rank.
+        stage_one_records: Synthesised stage-I records (JSON Lines), when the spec
+            synthesises them; the ranks read this file instead of the stage's dataset.
     """
 
     spec: dict[str, Any]
     base_dir: str
     data_dir: str
     root: str
+    stage_one_records: str | None = None
 
     def write(self, path: Path) -> Path:
         path.write_text(json.dumps(asdict(self)))
@@ -75,8 +78,10 @@ def compute_dtype(spec: CompressorTrainingSpec) -> Any:
     return torch.bfloat16
 
 
-def stage_plans(spec: CompressorTrainingSpec, data_dir: Path, processes: int) -> list[Any]:
-    """The spec's stages with their examples and budgets, in order.
+def stage_plans(spec: CompressorTrainingSpec, data_dir: Path, processes: int,
+                stage_one_records: Path | None = None) -> list[Any]:
+    """The spec's stages with their examples and budgets, in order; stage I reads
+    `stage_one_records` (synthesised records) instead of its dataset when given.
 
     Raises:
         WorkloadError: a dataset cannot be read, a record does not fit its stage (the
@@ -99,7 +104,11 @@ def stage_plans(spec: CompressorTrainingSpec, data_dir: Path, processes: int) ->
             continue
         field = f"spec.stages.{name}.dataset"
         try:
-            records = load_records(stage.dataset, cache_dir=data_dir)
+            if name == "pretraining" and stage_one_records is not None:
+                field = f"spec.stages.{name}.synthesis"
+                records = _read_lines(stage_one_records)
+            else:
+                records = load_records(stage.dataset, cache_dir=data_dir)
             if name == "pretraining":
                 examples: list[Any] = stage_one_examples(records)
             elif name == "instructionTuning":
@@ -117,6 +126,10 @@ def stage_plans(spec: CompressorTrainingSpec, data_dir: Path, processes: int) ->
         plans.append(StagePlan(name, settings, examples,  # type: ignore[arg-type]
                                top_k=stage.top_k, temperature=stage.temperature))
     return plans
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def base_loader(base_dir: Path, device: Any, dtype: Any) -> Callable[[], tuple[Any, Any]]:
@@ -165,7 +178,8 @@ def main(argv: list[str]) -> int:
     device = torchrun.join_process_group()
     try:
         processes = dist.get_world_size()
-        plans = stage_plans(spec, Path(plan.data_dir), processes)
+        synthesised = Path(plan.stage_one_records) if plan.stage_one_records else None
+        plans = stage_plans(spec, Path(plan.data_dir), processes, synthesised)
         root = Path(plan.root)
         if dist.get_rank() == 0:
             with torchrun.progress_writer(root / PROGRESS_FILE) as write_line:

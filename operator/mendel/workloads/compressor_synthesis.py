@@ -24,7 +24,7 @@ from mendel.api.compressor import CompressorTrainingSpec, Synthesis
 from mendel.workloads.backends import BackendPool, sampling_of
 from mendel.workloads.context import WorkloadError
 
-__all__ = ["synthesize_stage_one"]
+__all__ = ["records_path", "synthesize_stage_one"]
 
 logger = logging.getLogger(__name__)
 _FIELD = "spec.stages.pretraining"
@@ -88,7 +88,16 @@ def synthesize_stage_one(spec: CompressorTrainingSpec, directory: Path, *, data_
         raise WorkloadError(f"{_FIELD}.synthesis: none of {result.documents} documents gave "
                             f"records (excluded: {dict(result.excluded)}, dropped: "
                             f"{dict(result.dropped)}); try a stronger LLM or more rounds")
-    return _write_lines(directory / f"stage-one-{fingerprint}.jsonl", result.records)
+    return _write_lines(records_path(spec, directory), result.records)
+
+
+def records_path(spec: CompressorTrainingSpec, directory: Path) -> Path:
+    """Where `synthesize_stage_one` writes the records of this spec's synthesis settings
+    (the worker Pods of a multi-node run wait for the leader's file there)."""
+    synthesis = spec.stages.pretraining.synthesis
+    if synthesis is None:
+        raise WorkloadError(f"{_FIELD}.synthesis is not set")
+    return directory / f"stage-one-{_fingerprint(synthesis, spec.seed)}.jsonl"
 
 
 def _documents(records: list[dict[str, Any]]) -> list[str]:
