@@ -50,13 +50,14 @@ class RankPlan:
         spec: The spec, as the API serialises it.
         base_dir: The fetched base model.
         expert_dirs: Expert name -> its fetched model.
-        work_dir: Scratch space: the SVD cache and each rank's model saved for evaluators.
+        work_dir: Scratch space: each rank's model saved for evaluators.
         checkpoint_dir: Where the engine checkpoints (and resumes from).
         out_dir: Where rank 0 saves the final model and the elites.
         result: Where rank 0 writes `evolve`'s result for the driver.
         threads: CPU threads of the one-process run, which every rank uses too: on the
             CPU some results (MKL's SVD) change in their last bits with the thread count
             (torchrun would give each rank one), and so would a run's archives.
+        svd_dir: The experts' SVD bases, shared by the runs that can reuse them.
     """
 
     spec: dict[str, Any]
@@ -67,6 +68,7 @@ class RankPlan:
     out_dir: str
     result: str
     threads: int
+    svd_dir: str
 
     def write(self, path: Path) -> Path:
         path.write_text(json.dumps(asdict(self)))
@@ -129,7 +131,7 @@ def _build_bank(spec: QDEvolutionSpec, plan: RankPlan) -> Any:
     base, experts = cycleqd.load_experts(Path(plan.base_dir), expert_dirs)
     identities = {e.name: f"expert={e.uri}@{e.revision}|base={spec.base_model.uri}"
                   f"@{spec.base_model.revision}" for e in spec.experts}
-    cache = cycleqd.SvdCache(Path(plan.work_dir) / "svd", identities)
+    cache = cycleqd.SvdCache(Path(plan.svd_dir), identities)
     return cycleqd.build_bank(base, experts, rank=spec.algorithm.mutation.rank,
                               svd_provider=cache)
 

@@ -106,7 +106,8 @@ def run_qdevolution(spec: QDEvolutionSpec, ctx: RunContext,
         spec=spec.model_dump(mode="json", by_alias=True), base_dir=str(base_dir),
         expert_dirs=expert_dirs, work_dir=str(ctx.work_dir),
         checkpoint_dir=str(sync.engine_dir), out_dir=str(ctx.work_dir / "models-out"),
-        result=str(ctx.work_dir / "qd-result.json"), threads=_threads())
+        result=str(ctx.work_dir / "qd-result.json"), threads=_threads(),
+        svd_dir=str(svd_cache_dir(ctx)))
     processes = qd_ranks.process_count(spec)
     if processes > 1:
         outputs = _evolve_with_torchrun(plan, processes, tracker, ctx.work_dir)
@@ -121,6 +122,17 @@ def run_qdevolution(spec: QDEvolutionSpec, ctx: RunContext,
         "final": {"scores": outputs["final"]["scores"], **saved},
         "experts": outputs["experts"],
     }
+
+
+def svd_cache_dir(ctx: RunContext) -> Path:
+    """Where the experts' SVD bases are kept. They outlive a run: on the output volume they
+    sit beside the runs' own folders (the operator appends <namespace>/<name>/<uid> to
+    output.uri), so a later run of the same experts reuses them (the cache keys each file
+    by expert, base, rank and shapes, and writes it atomically)."""
+    if ctx.output_uri and ctx.output_uri.startswith("/"):
+        output = Path(ctx.output_uri)
+        return (output.parents[2] if len(output.parts) > 4 else output) / "svd-cache"
+    return ctx.work_dir / "svd"
 
 
 def _threads() -> int:

@@ -49,12 +49,15 @@ def is_svd_target(name: str, tensor: torch.Tensor) -> bool:
     return tensor.ndim == 2 and "norm" not in name.lower()
 
 
-def svd_factors(matrix: torch.Tensor, rank: int | None = None) -> SvdFactors:
+def svd_factors(matrix: torch.Tensor, rank: int | None = None,
+                device: torch.device | str | None = None) -> SvdFactors:
     """Thin SVD of a matrix in float32, optionally truncated to the top `rank` directions.
 
     Args:
         matrix: A 2-D task-vector tensor.
         rank: Keep only this many leading directions; None keeps all (the paper's choice).
+        device: Where to compute (a GPU: an 8B expert's matrices take minutes there and
+            hours on the CPU); the factors come back to the matrix's device.
 
     Returns:
         The factors, contiguous, in float32 on the matrix's device.
@@ -66,16 +69,21 @@ def svd_factors(matrix: torch.Tensor, rank: int | None = None) -> SvdFactors:
         raise ValueError(f"SVD needs a 2-D tensor, got shape {tuple(matrix.shape)}")
     if rank is not None and rank < 1:
         raise ValueError(f"rank must be at least 1, got {rank}")
-    u, s, vh = torch.linalg.svd(matrix.to(torch.float32), full_matrices=False)
+    work = matrix.to(device or matrix.device, torch.float32)
+    u, s, vh = torch.linalg.svd(work, full_matrices=False)
     if rank is not None and rank < s.numel():
         u, s, vh = u[:, :rank], s[:rank], vh[:rank, :]
-    return SvdFactors(u.contiguous(), s.contiguous(), vh.contiguous())
+    home = matrix.device
+    return SvdFactors(u.to(home).contiguous(), s.to(home).contiguous(),
+                      vh.to(home).contiguous())
 
 
 def expert_svd(task_vector: Mapping[str, torch.Tensor], rank: int | None) -> dict[str, SvdFactors]:
-    """Factors for every SVD target of one expert's task vector, in name order."""
+    """Factors for every SVD target of one expert's task vector, in name order, computed on
+    the GPU when there is one (then cached by `SvdCache`, so computed once per expert)."""
+    device = "cuda" if torch.cuda.is_available() else None
     return {
-        name: svd_factors(tensor, rank)
+        name: svd_factors(tensor, rank, device)
         for name, tensor in sorted(task_vector.items())
         if is_svd_target(name, tensor)
     }

@@ -90,3 +90,17 @@ def test_svd_mutation_materialises_u_diag_ws_vt(bank, model):
             f = bank.svd["beta"][name]
             expected = expected + f.u @ torch.diag(w[name] * f.s) @ f.vh
         torch.testing.assert_close(param.detach(), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.gpu
+def test_svd_on_the_gpu_matches_the_cpu_and_comes_back_to_the_matrix_device():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    matrix = torch.randn(96, 64, generator=torch.Generator().manual_seed(0))
+    on_gpu = svd_factors(matrix, rank=16, device="cuda")
+    on_cpu = svd_factors(matrix, rank=16)
+    assert on_gpu.u.device == matrix.device
+    torch.testing.assert_close(on_gpu.s, on_cpu.s, rtol=1e-5, atol=1e-5)
+    rebuilt = on_gpu.u @ torch.diag(on_gpu.s) @ on_gpu.vh
+    expected = on_cpu.u @ torch.diag(on_cpu.s) @ on_cpu.vh
+    torch.testing.assert_close(rebuilt, expected, rtol=1e-4, atol=1e-4)
