@@ -11,6 +11,10 @@
 #       cached), serves it with llama.cpp on 127.0.0.1:$MENDEL_LLM_PORT (default 8431, as
 #       examples/experiencelibrary-small.yaml expects), then practises, scores before and
 #       after, registers the library as an MLflow prompt and prints it.
+#   bash hack/demo.sh compressortraining  CLaRa stage I with SmolLM2-135M on the CPU:
+#       prepares the HF model once (hack/smollm2.py hf, checked and cached), trains 32
+#       steps, compresses the held-out documents into a store, answers from it against raw
+#       text and no context, logs the adapters with a card and registers them in MLflow.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -51,9 +55,17 @@ experiencelibrary() {
     -f "$(example examples/experiencelibrary-small.yaml 127.0.0.1:8431 "127.0.0.1:$port")"
 }
 
+compressortraining() {
+  local model
+  model=$("$PY" hack/smollm2.py hf)
+  .venv/bin/mendel run \
+    -f "$(example examples/compressortraining-small.yaml /tmp/mendel-models/smollm2-135m "$model")"
+}
+
 case $which in
   qdevolution) qdevolution ;;
   experiencelibrary) experiencelibrary ;;
-  all) qdevolution; experiencelibrary ;;
-  *) echo "usage: $0 [qdevolution|experiencelibrary|all]" >&2; exit 2 ;;
+  compressortraining) compressortraining ;;
+  all) qdevolution; experiencelibrary; compressortraining ;;
+  *) echo "usage: $0 [qdevolution|experiencelibrary|compressortraining|all]" >&2; exit 2 ;;
 esac
