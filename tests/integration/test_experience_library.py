@@ -172,6 +172,8 @@ def test_practice_against_a_real_llm_server(tmp_path: Path, llama_server: Any) -
     assert summary["usage"]["completion_tokens"] > 0
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = client.get_run(summary["runId"])
-    assert run.data.metrics["practice/rollouts"] + run.data.metrics.get(
-        "calls/failed", 0) == 18
+    # 6 questions x 3 rollouts; a failed call (counted, possibly in another phase) drops at
+    # most one rollout.
+    failed = run.data.metrics.get("calls/failed", 0)
+    assert 18 - failed <= run.data.metrics["practice/rollouts"] <= 18
     assert client.load_prompt(summary["prompt"]["uri"]) is not None
