@@ -32,7 +32,7 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from mendel.datasets.skills import generate
 
-__all__ = ["RECIPES", "Recipe", "naive_merge", "prepare"]
+__all__ = ["RECIPES", "Recipe", "naive_merge", "prepare", "scaled_sum"]
 
 TASKS = ("add", "sort", "reverse")
 SEED = 1234
@@ -74,15 +74,37 @@ def naive_merge(
     Raises:
         ValueError: no experts, or an expert whose tensor names differ from the base's.
     """
+    total = _summed_task_vectors(base, experts)
+    return {name: tensor + total[name] / len(experts) for name, tensor in base.items()}
+
+
+def scaled_sum(
+    base: dict[str, torch.Tensor], experts: Sequence[dict[str, torch.Tensor]], scale: float
+) -> dict[str, torch.Tensor]:
+    """Task arithmetic with one shared coefficient: base + scale * sum_k (expert_k - base).
+
+    The naive merge is scale = 1/K. A larger scale keeps more of each expert's skill until
+    the task vectors interfere (the plain sum, scale = 1, collapses on the tiny zoo), so a
+    well-chosen scale is a stronger training-free baseline than the mean, and the one a
+    search over per-expert coefficients such as CycleQD's has to beat.
+
+    Raises:
+        ValueError: no experts, or an expert whose tensor names differ from the base's.
+    """
+    total = _summed_task_vectors(base, experts)
+    return {name: tensor + scale * total[name] for name, tensor in base.items()}
+
+
+def _summed_task_vectors(
+    base: dict[str, torch.Tensor], experts: Sequence[dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """sum_k (expert_k - base) per tensor, the experts added in the order given."""
     if not experts:
-        raise ValueError("naive merge needs at least one expert")
+        raise ValueError("a merge needs at least one expert")
     for expert in experts:
         if expert.keys() != base.keys():
             raise ValueError("every expert must have exactly the base's tensor names")
-    return {
-        name: tensor + sum(e[name] - tensor for e in experts) / len(experts)
-        for name, tensor in base.items()
-    }
+    return {name: sum(e[name] - tensor for e in experts) for name, tensor in base.items()}
 
 
 def _fine_tune(
