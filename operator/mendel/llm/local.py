@@ -61,15 +61,20 @@ class LocalCausalLM:
             compile the decoding step on a GPU. Weights are swapped in place, so a new child
             costs no recompile; a new batch size or cache length does. Leave it off on CPU
             and for short runs, where compiling costs more than it saves.
+        compile_config: A transformers `CompileConfig` for the static-cache decoding step
+            (default: transformers' own, CUDA graphs through inductor, on GPUs only). Set
+            `_compile_all_devices` on it to compile on the CPU too, as the tests do.
 
     Raises:
         ValueError: the tokenizer has neither a pad nor an end-of-sequence token.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, static_cache: bool = False) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, static_cache: bool = False,
+                 compile_config: Any = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.static_cache = static_cache
+        self.compile_config = compile_config
         model.eval()
         self._eos_ids = _eos_ids(model, tokenizer)
         if tokenizer.pad_token_id is not None:
@@ -220,6 +225,7 @@ class LocalCausalLM:
             eos_token_id=self._eos_ids or None,
             stop_strings=[marker for marker in stop if marker] or None,
             cache_implementation="static" if self.static_cache else None,
+            compile_config=self.compile_config if self.static_cache else None,
         )
 
 

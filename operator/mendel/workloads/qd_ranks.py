@@ -144,7 +144,11 @@ def _evaluator(spec: QDEvolutionSpec, resident: Any, base_dir: Path,
     from mendel.llm.local import LocalCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
-    backend = LocalCausalLM(resident, tokenizer)
+    # Children are written into `resident` in place, so on a GPU one static cache and one
+    # compiled decoding step serve every child (a new prompt shape compiles once, not a
+    # new child); on the CPU compiling costs more than it saves.
+    on_gpu = next(resident.parameters()).device.type == "cuda"
+    backend = LocalCausalLM(resident, tokenizer, static_cache=on_gpu)
     evaluators = {t.name: build_evaluator(t.evaluator, t.name) for t in spec.tasks}
 
     def evaluate(model: Any) -> Mapping[str, float]:

@@ -200,3 +200,29 @@ def test_llm_and_evaluators_import_without_torch():
         "heavy = {'torch', 'transformers'} & set(sys.modules); assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd="operator")
+
+
+def test_static_cache_serves_children_swapped_in_place_without_recompiling(model, tokenizer):
+    # CycleQD writes every child into the resident model's parameters in place. With the
+    # static cache, the decoding step must be compiled once and still see
+    # each new child's weights: same text as the dynamic cache, one graph for three children.
+    from torch._dynamo.utils import counters
+    from transformers import CompileConfig
+
+    compile_config = CompileConfig(backend="eager", mode="default")
+    compile_config._compile_all_devices = True  # compile on the CPU as a GPU would
+    static = LocalCausalLM(model, tokenizer, static_cache=True, compile_config=compile_config)
+    dynamic = LocalCausalLM(model, tokenizer)
+    torch._dynamo.reset()
+    counters.clear()
+    generator = torch.Generator().manual_seed(0)
+    outputs = []
+    for _child in range(3):
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+        outputs.append(static.generate(PROMPTS, max_new_tokens=8))
+
+        assert outputs[-1] == dynamic.generate(PROMPTS, max_new_tokens=8)
+        assert counters["stats"]["unique_graphs"] == 1
+    assert outputs[0] != outputs[2]  # the children really differ
