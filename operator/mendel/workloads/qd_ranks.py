@@ -112,7 +112,9 @@ def evolve(plan: RankPlan, device: Any, ranks: Ranks, observer: Observer | None,
     for turn in range(ranks.world):  # one rank at a time: host memory holds one bank, and
         if turn == ranks.rank:       # rank 0 fills the SVD cache that the others then read
             model = cycleqd.load_resident_model(base_dir, spec.precision).to(device)
-            bank = cycleqd.place_bank(_build_bank(spec, plan), model)
+            # where the GPU cannot also hold the base and leave room to evaluate, the base
+            # stays in pinned host memory (one copy per rank) and is streamed per child
+            bank = cycleqd.place_bank(_build_bank(spec, plan), model, base_on_host=None)
         ranks.all_gather(None)
     evaluate = _evaluator(spec, model, base_dir, work_dir / f"eval-model-{ranks.rank}")
     engine = cycleqd.CycleQD(spec, bank, model, evaluate,

@@ -93,7 +93,8 @@ class CycleQD:
     Args:
         spec: The QDEvolution spec (algorithm, budget, checkpointing, seed).
         bank: Base weights, expert task vectors and SVD bases (see `build_bank`); placed
-            on the model's device and precision here unless it already is (`place_bank`).
+            on the model's device and precision here unless it already is (`place_bank`;
+            on a GPU too small to hold the base as well, the base stays in host memory).
         model: The resident model whose parameters are overwritten for every child.
         evaluate: Scores the resident model on every task.
         checkpoint_dir: Where checkpoints go; an existing one is resumed. None: no checkpoints.

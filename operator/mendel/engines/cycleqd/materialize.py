@@ -2,8 +2,9 @@
 
 Evaluation dominates CycleQD's cost, so one model stays resident and each child is
 written into its existing parameter storage: per tensor, `copy_` the base and `add_` the
-recipe's delta. No parameter is reallocated, so compiled graphs and caches keyed on
-storage stay valid between children. Non-linear (TIES/DARE) terms are replayed from their
+recipe's delta (a base kept in host memory is copied to the device first, one tensor at a
+time, see `place_bank`). No parameter is reallocated, so compiled graphs and caches keyed
+on storage stay valid between children. Non-linear (TIES/DARE) terms are replayed from their
 parents' recipes in dependency order, memoised per tensor, without recursion; a genome
 whose replay would reach too many ancestors is pinned to its dense delta instead, so the
 chain a descendant replays stays bounded however many generations run.
@@ -81,7 +82,8 @@ def _resolve(resolve: Resolver | None, gid: str) -> Recipe:
 def tensor_delta(
     recipe: Recipe, name: str, bank: TaskVectorBank, memo: Mapping[str, torch.Tensor | None]
 ) -> torch.Tensor | None:
-    """The recipe's delta for one tensor, in float32 on the bank's device; None if zero.
+    """The recipe's delta for one tensor, in float32 on the bank's device (its task
+    vectors'); None if zero.
 
     Terms are summed in a canonical order (experts and noise seeds sorted, merges in
     recipe order) that does not depend on how the recipe's mappings were built or read
@@ -94,11 +96,11 @@ def tensor_delta(
         bank: Base, task vectors and SVD bases.
         memo: Deltas of this tensor for every genome a merge term names.
     """
-    base = bank.base[name]
+    shape, device = bank.base[name].shape, bank.device
     acc: torch.Tensor | None = None
     dense = recipe.dense.get(name)
     if dense is not None:  # first, so a pinned recipe adds exactly its stored delta
-        acc = _accumulate(acc, dense.to(base.device), 1.0)
+        acc = _accumulate(acc, dense.to(device), 1.0)
     for expert in sorted(recipe.coefficients):
         c = recipe.coefficients[expert]
         if c != 0.0:
@@ -113,17 +115,17 @@ def tensor_delta(
         else:
             add_direction_term(acc, factors, weights)
     for term in sorted(recipe.noise, key=lambda t: t.seed):
-        noise = torch.randn(base.shape, generator=generator(term.seed, name))
-        acc = _accumulate(acc, noise.to(base.device), term.scale)
+        noise = torch.randn(shape, generator=generator(term.seed, name))
+        acc = _accumulate(acc, noise.to(device), term.scale)
     for merge in recipe.merges:
-        acc = _accumulate(acc, _merge_delta(merge, name, base, memo), merge.scale)
+        zeros = torch.zeros(shape, dtype=torch.float32, device=device)
+        acc = _accumulate(acc, _merge_delta(merge, name, zeros, memo), merge.scale)
     return acc
 
 
 def _merge_delta(
-    term: MergeTerm, name: str, base: torch.Tensor, memo: Mapping[str, torch.Tensor | None]
+    term: MergeTerm, name: str, zeros: torch.Tensor, memo: Mapping[str, torch.Tensor | None]
 ) -> torch.Tensor:
-    zeros = torch.zeros(base.shape, dtype=torch.float32, device=base.device)
     deltas = [d if (d := memo[p]) is not None else zeros for p in term.parents]
     method = get_method(term.method)
     return method.merge(deltas, term.weights, term.params, generator(term.seed, name))
@@ -145,12 +147,25 @@ def _checked_parameters(model: nn.Module, bank: TaskVectorBank) -> dict[str, nn.
             raise ValueError(
                 f"model parameter '{name}' has shape {tuple(param.shape)}, base {tuple(base.shape)}"
             )
-        if base.device != param.device:
+        misplaced = _misplaced_tensor(name, param.device, bank)
+        if misplaced is not None:
             raise ValueError(
-                f"model parameter '{name}' is on {param.device} but the bank on {base.device}; "
+                f"model parameter '{name}' is on {param.device} but the bank on {misplaced}; "
                 "place the bank next to the model first (place_bank)"
             )
     return params
+
+
+def _misplaced_tensor(name: str, device: torch.device, bank: TaskVectorBank) -> str | None:
+    """Where the first of the bank's tensors for `name` that is not on `device` lies, or
+    None. The base may also be in host memory (streamed, see `place_bank`); everything a
+    delta is computed from must be on the parameter's device."""
+    base = bank.base[name].device
+    if base != device and base.type != "cpu":
+        return str(base)
+    placed = [tau[name].device for tau in bank.task_vectors.values() if name in tau]
+    placed += [per[name].u.device for per in bank.svd.values() if name in per]
+    return next((str(d) for d in placed if d != device), None)
 
 
 def _deltas(
@@ -183,7 +198,8 @@ def materialize(
             genome can be pinned to them (`Recipe.pinned`) with bit-identical weights.
 
     Raises:
-        ValueError: If a parameter has no base tensor, or a shape or device differs.
+        ValueError: If a parameter has no base tensor, a shape differs, or a tensor of the
+            bank is on another device than the parameter (the base may be on the host).
     """
     order = replay_order(recipe, resolve)
     params = _checked_parameters(model, bank)
@@ -193,9 +209,10 @@ def materialize(
             if capture is not None and delta is not None:
                 capture[name] = delta
             if delta is None:
-                param.copy_(bank.base[name])
+                param.copy_(bank.base[name], non_blocking=True)
             else:  # one pass in float32, rounded once to the parameter's dtype
-                torch.add(bank.base[name], delta, out=param.data)
+                base = bank.base[name].to(param.device, non_blocking=True)
+                torch.add(base, delta, out=param.data)
 
 
 def materialize_bounded(
